@@ -1,0 +1,1 @@
+"""MQTT: connection, topics, durable outbox, Home Assistant discovery, update agent, publisher, collector."""

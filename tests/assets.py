@@ -1,0 +1,1 @@
+"""Test assets: small real models and scikit-image sample images, built once and cached."""
