@@ -1,0 +1,373 @@
+"""The device configuration file (``edge run --config device.toml``), documented in ``docs/config.md``.
+
+One TOML file holds what ``edge run`` needs on a device. ``KEYS`` maps every config key onto the ``dest`` of
+the ``edge run`` option it stands for, so the file and the command line are one set of settings:
+a flag given on the command line wins over the file, the file wins over the profile, the profile wins over
+the built-in defaults. Relative paths in the file are relative to the file's folder.
+
+Validation happens once, at load: unknown keys, wrong types and bad values are ``ConfigError`` naming the
+key, the bad value and what is allowed. Files the config points to that do not exist are warnings
+(``edge config check --strict`` makes them errors), since a config is often checked before it is deployed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from edge.errors import ConfigError
+from edge.profiles import BACKENDS, RESIZE_MODES, list_profiles, load_profile
+
+TASKS = ("classification", "detection", "raw")
+MQTT_VERSIONS = ("5", "3.1.1")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PREFIX_PATTERN = re.compile(r"^[^+#/\s][^+#\s]*(?<!/)$")
+
+# A check returns the value as ``edge run`` wants it, or raises ValueError with what is allowed.
+Check = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One config key: its ``edge run`` dest, how it is checked, whether it names files, and its doc line."""
+
+    name: str
+    dest: str
+    check: Check
+    doc: str
+    paths: bool = False
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("a non-empty string")
+    return value
+
+
+def _choice(*allowed: str) -> Check:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError("one of " + ", ".join(repr(a) for a in allowed))
+        return str(value)
+    return check
+
+
+def _integer(low: int) -> Check:
+    def check(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"an integer >= {low}")
+        return value
+    return check
+
+
+def _number(low: float, high: float | None = None, strict: bool = False) -> Check:
+    bound = (f"> {low}" if strict else f">= {low}") + (f" and <= {high}" if high is not None else "")
+
+    def check(value: Any) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and (value < low or (strict and value == low) or (high is not None and value > high)):
+            ok = False
+        if not ok:
+            raise ValueError(f"a number {bound}")
+        return float(value)
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("true or false")
+    return value
+
+
+def _pattern(regex: re.Pattern[str], allowed: str) -> Check:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not regex.match(value):
+            raise ValueError(allowed)
+        return value
+    return check
+
+
+def _url(*schemes: str) -> Check:
+    def check(value: Any) -> str:
+        parts = urlsplit(value) if isinstance(value, str) else None
+        if parts is None or parts.scheme not in schemes or not parts.hostname:
+            raise ValueError("a URL " + " or ".join(f"{s}://host..." for s in schemes))
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"a URL with a port from 1 to 65535 ({exc})") from exc
+        return value
+    return check
+
+
+def _list(item: Check, what: str, lengths: tuple[int, ...] = ()) -> Check:
+    def check(value: Any) -> list[Any]:
+        if not isinstance(value, list) or (lengths and len(value) not in lengths):
+            size = f" of {' or '.join(map(str, lengths))} " if lengths else " of "
+            raise ValueError(f"a list{size}{what}")
+        try:
+            return [item(v) for v in value]
+        except ValueError as exc:
+            raise ValueError(f"a list of {exc}") from exc
+    return check
+
+
+def _mqtt_version(value: Any) -> str:
+    if value == 5 and not isinstance(value, bool):
+        return "5"
+    return _choice(*MQTT_VERSIONS)(value)
+
+
+def _profile(value: Any) -> str:
+    names = list_profiles()
+    if value not in names:
+        raise ValueError("one of " + ", ".join(names))
+    return str(value)
+
+
+_positive = _number(0, strict=True)
+KEYS: tuple[Key, ...] = (
+    Key("profile", "profile", _profile, "device profile (devices/*.toml): threads, backend, delegate"),
+    Key("state_dir", "state_dir", _string, "state folder: model store, outbox, update downloads", paths=True),
+    Key("model.path", "model", _string, "a .tflite file or model package; omit to serve the store's model",
+        paths=True),
+    Key("input.paths", "inputs", _list(_string, "file or folder paths"), "files or folders to run once",
+        paths=True),
+    Key("input.watch", "watch", _string, "folder watched for new images", paths=True),
+    Key("input.url", "url", _url("http", "https"), "snapshot URL polled every input.interval seconds"),
+    Key("input.interval", "interval", _positive, "seconds between two snapshots of input.url"),
+    Key("task.task", "task", _choice(*TASKS), "how outputs are decoded (default: the manifest's task)"),
+    Key("task.top_k", "top_k", _integer(1), "classification: how many classes to report"),
+    Key("task.threshold", "threshold", _number(0.0, 1.0), "minimum score of a reported class or object"),
+    Key("task.resize", "resize", _choice(*RESIZE_MODES), "how an image is fitted to the model input"),
+    Key("task.mean", "mean", _list(_number(-1e9), "numbers", (1, 3)),
+        "input normalization (pixel - mean) / std, for models without a manifest"),
+    Key("task.std", "std", _list(_number(0, strict=True), "numbers > 0", (1, 3)), "see task.mean"),
+    Key("runtime.backend", "backend", _choice(*BACKENDS), "interpreter (default: the profile's)"),
+    Key("runtime.threads", "threads", _integer(1), "interpreter threads (default: from the profile)"),
+    Key("mqtt.url", "mqtt", _url("mqtt", "mqtts"), "broker, mqtt://[user:pass@]host[:port] or mqtts://..."),
+    Key("mqtt.version", "mqtt_version", _mqtt_version, "MQTT protocol version: \"5\" or \"3.1.1\""),
+    Key("mqtt.ca", "ca", _string, "CA certificate (PEM) that signed the broker's certificate", paths=True),
+    Key("mqtt.cert", "cert", _string, "client certificate (PEM), with mqtt.key", paths=True),
+    Key("mqtt.key", "key", _string, "client private key (PEM), with mqtt.cert", paths=True),
+    Key("mqtt.prefix", "prefix", _pattern(PREFIX_PATTERN, "a prefix without +, #, spaces, end slashes"),
+        "topic prefix: <prefix>/<device_id>/..."),
+    Key("mqtt.device_id", "device_id", _pattern(NAME_PATTERN, "1-64 letters, digits, _ or -"),
+        "device id in topics (default: the host name)"),
+    Key("mqtt.telemetry_interval", "telemetry_interval", _positive, "seconds between telemetry messages"),
+    Key("homeassistant.discovery", "ha_discovery", _boolean, "publish Home Assistant MQTT discovery configs"),
+    Key("homeassistant.labels", "ha_label", _list(_string, "label names"),
+        "one binary_sensor per label, ON while the label is seen"),
+    Key("homeassistant.off_delay", "ha_off_delay", _number(0.0), "seconds a label binary_sensor stays ON"),
+    Key("updates.trust", "trust", _list(_string, "public key files"),
+        "Ed25519 public keys whose signed models this device accepts", paths=True),
+)
+KEY_BY_NAME = {key.name: key for key in KEYS}
+SECTIONS = sorted({key.name.split(".")[0] for key in KEYS if "." in key.name})
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    """A validated config file: ``values`` maps each key present (``mqtt.url``) to its checked value."""
+
+    path: Path
+    values: dict[str, Any]
+    warnings: tuple[str, ...] = field(default=())
+
+    def options(self) -> dict[str, Any]:
+        """The values keyed by ``edge run`` dest."""
+        return {KEY_BY_NAME[name].dest: value for name, value in self.values.items()}
+
+
+def check_config(path: str | Path) -> tuple[DeviceConfig | None, list[str]]:
+    """Validate a config file; every problem found, each naming the key, the value and what is allowed."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, ["no such file"]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [f"cannot be read ({exc})"]
+    except tomllib.TOMLDecodeError as exc:
+        return None, [f"not valid TOML ({exc})"]
+    errors: list[str] = []
+    values: dict[str, Any] = {}
+    for name, raw in _flatten(data, errors):
+        key = KEY_BY_NAME.get(name)
+        if key is None:
+            errors.append(_unknown(name))
+            continue
+        try:
+            value = key.check(raw)
+        except ValueError as exc:
+            errors.append(f"{name} is {raw!r} ({_kind(raw)}); allowed: {exc}")
+            continue
+        if key.paths:
+            value = _resolve(value, path.parent)
+        values[name] = value
+    if not errors:
+        errors.extend(_cross_checks(values))
+    warnings = [] if errors else _missing_files(values)
+    return DeviceConfig(path, values, tuple(warnings)), errors
+
+
+def load_config(path: str | Path) -> DeviceConfig:
+    """The validated config; the first problem is a ConfigError (``edge config check`` lists them all)."""
+    config, errors = check_config(path)
+    if errors or config is None:
+        more = f" (and {len(errors) - 1} more; run 'edge config check {path}')" if len(errors) > 1 else ""
+        raise ConfigError(f"{path}: {errors[0]}{more}")
+    return config
+
+
+def _flatten(data: dict[str, Any], errors: list[str]) -> Iterable[tuple[str, Any]]:
+    for name, value in data.items():
+        if name in SECTIONS:
+            if not isinstance(value, dict):
+                errors.append(f"{name} is {value!r} ({_kind(value)}); allowed: a table [{name}]")
+                continue
+            for sub, subvalue in value.items():
+                yield f"{name}.{sub}", subvalue
+        else:
+            yield name, value
+
+
+def _unknown(name: str) -> str:
+    section = name.split(".")[0] if "." in name else ""
+    in_section = [k.name for k in KEYS if k.name.split(".")[0] == section] if section in SECTIONS else []
+    candidates = in_section or [k.name for k in KEYS if "." not in k.name] + [f"[{s}]" for s in SECTIONS]
+    close = difflib.get_close_matches(name, [k.name for k in KEYS], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    where = f"in [{section}]" if in_section else "at the top level"
+    return f"unknown key {name!r}{hint}; allowed {where}: {', '.join(candidates)}"
+
+
+def _resolve(value: Any, base: Path) -> Any:
+    if isinstance(value, list):
+        return [_resolve(v, base) for v in value]
+    return str((base / Path(value).expanduser()).absolute()) if value else value
+
+
+def _cross_checks(values: dict[str, Any]) -> list[str]:
+    errors = []
+    has = values.__contains__
+    if not has("model.path") and not has("state_dir"):
+        errors.append("model.path is not set; set model.path, or state_dir to serve the store's active model")
+    if has("input.interval") and not has("input.url"):
+        errors.append(f"input.interval is {values['input.interval']!r} without input.url; set input.url too")
+    if has("mqtt.cert") != has("mqtt.key"):
+        given, other = ("mqtt.cert", "mqtt.key") if has("mqtt.cert") else ("mqtt.key", "mqtt.cert")
+        errors.append(f"{given} is {values[given]!r} without {other}; a client certificate needs both")
+    url = values.get("mqtt.url")
+    for name in ("mqtt.ca", "mqtt.cert", "mqtt.key"):
+        if url and has(name) and not url.startswith("mqtts://"):
+            errors.append(f"{name} is set but mqtt.url is {url!r}; TLS files need an mqtts:// URL")
+            break
+    needs_mqtt = ["mqtt.version", "mqtt.ca", "mqtt.cert", "mqtt.key", "mqtt.prefix", "mqtt.device_id",
+                  "mqtt.telemetry_interval", "homeassistant.discovery", "homeassistant.labels",
+                  "homeassistant.off_delay", "updates.trust"]
+    for name in needs_mqtt:
+        if has(name) and not url:
+            errors.append(f"{name} is {values[name]!r} but mqtt.url is not set; it needs an MQTT broker")
+    if has("updates.trust") and not has("state_dir"):
+        errors.append("updates.trust is set but state_dir is not; model updates are stored in state_dir")
+    if values.get("homeassistant.labels") and not values.get("homeassistant.discovery"):
+        errors.append("homeassistant.labels is set but homeassistant.discovery is not true; enable discovery")
+    return errors
+
+
+def _missing_files(values: dict[str, Any]) -> list[str]:
+    warnings = []
+    for name, value in values.items():
+        if not KEY_BY_NAME[name].paths or name in ("state_dir", "input.watch"):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if not Path(item).exists():
+                warnings.append(f"{name}: {item} does not exist (yet)")
+    return warnings
+
+
+def explicit_dests(args: argparse.Namespace, parser: argparse.ArgumentParser) -> set[str]:
+    """Dests the user set on the command line: those whose value differs from the parser's default."""
+    return {dest for dest, value in vars(args).items() if value != parser.get_default(dest)}
+
+
+def fill_unset(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    options: dict[str, Any],
+    keep: set[str],
+) -> set[str]:
+    """Set each dest in ``options`` on ``args`` unless it is in ``keep``; the dests set.
+
+    Values pass through the option's argparse ``type`` (e.g. ``Path``) so they look as if parsed.
+    """
+    types = {action.dest: action.type for action in parser._actions}
+    done = set()
+    for dest, value in options.items():
+        if dest in keep:
+            continue
+        convert = types.get(dest)
+        if callable(convert) and value is not None:
+            try:
+                value = [convert(v) for v in value] if isinstance(value, list) else convert(value)
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+                raise ConfigError(f"option {dest} cannot take {value!r} ({exc})") from exc
+        setattr(args, dest, value)
+        done.add(dest)
+    return done
+
+
+def apply_profile(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, name: str, keep: set[str] | None = None
+) -> argparse.Namespace:
+    """Fill threads, backend, delegate, device and resize mode from profile ``name`` where not set.
+
+    Only dests ``edge run`` defines are touched; ``keep`` defaults to the flags given on the command line.
+    """
+    profile = load_profile(name)
+    keep = explicit_dests(args, parser) if keep is None else keep
+    options = {
+        "threads": profile.resolved_threads(),
+        "backend": profile.backend,
+        "delegate": profile.delegate,
+        "device": profile.device or None,
+        "resize": profile.resize_mode,
+        "require_accelerator": profile.require_accelerator,
+    }
+    fill_unset(args, parser, {d: v for d, v in options.items() if hasattr(args, d)}, keep)
+    return args
+
+
+def apply_config(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, path: str | Path
+) -> argparse.Namespace:
+    """Fill ``args`` from the config file at ``path``, then from its profile; command-line flags win.
+
+    A key whose ``edge run`` option does not exist in ``parser`` is a ConfigError (it would be ignored).
+    """
+    config = load_config(path)
+    keep = explicit_dests(args, parser)
+    options = config.options()
+    known = {action.dest for action in parser._actions}
+    for name, value in config.values.items():
+        dest = KEY_BY_NAME[name].dest
+        if dest not in known:
+            raise ConfigError(f"{path}: {name} is {value!r} but this 'edge run' has no option for it")
+    keep |= fill_unset(args, parser, options, keep)
+    profile = getattr(args, "profile", None)
+    if profile:
+        apply_profile(args, parser, profile, keep)
+    return args
