@@ -1,0 +1,468 @@
+"""One MQTT connection on paho-mqtt 2.x (``CallbackAPIVersion.VERSION2``).
+
+``MqttConnection`` adds what every part of the MQTT side needs on top of paho:
+
+- ``mqtt://[user:pass@]host[:port]`` / ``mqtts://`` URLs with ``--ca``, ``--cert``, ``--key``;
+- MQTT 5 by default, 3.1.1 selectable; keep-alive; automatic reconnect with exponential backoff;
+- a retained ``online`` status with an ``offline`` last will (when a status topic is given);
+- ``subscribe(filter, handler)`` that survives reconnects; handlers never take the network loop down;
+- ``publish(...)`` returning a ``Delivery`` that tells when the broker acknowledged (PUBACK for QoS 1),
+  with an optional ``on_ack`` callback;
+- ``start()`` raises ``BrokerError`` for refused credentials, a rejected certificate or (when required)
+  an unreachable broker, within a bounded connect timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from cloud_sync.errors import BrokerError
+from edge.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """Where and how to connect, parsed from a broker URL and TLS file options."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL without the password (safe to log)."""
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+def parse_broker_url(
+    url: str, *, ca: str | None = None, cert: str | None = None, key: str | None = None
+) -> BrokerSettings:
+    """``mqtt://[user:pass@]host[:port]`` or ``mqtts://...``; TLS files only with ``mqtts``."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"broker URL {url!r} is not valid ({exc}); use mqtt://host:1883") from exc
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ConfigError(
+            f"broker URL {url!r} is not valid; use mqtt://[user:pass@]host[:port] or mqtts://host[:port]"
+        )
+    tls = parts.scheme == "mqtts"
+    if not tls and (ca or cert or key):
+        raise ConfigError(f"--ca/--cert/--key need a TLS broker URL; use mqtts:// instead of {url!r}")
+    if key and not cert:
+        raise ConfigError("--key was given without --cert; pass the client certificate with --cert")
+    return BrokerSettings(
+        host=parts.hostname,
+        port=port or DEFAULT_PORTS[parts.scheme],
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ca=ca,
+        cert=cert,
+        key=key,
+    )
+
+
+@dataclass(slots=True)
+class Message:
+    """An incoming message as handlers see it."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+    properties: Properties | None = None
+
+
+Handler = Callable[[Message], None]
+AckCallback = Callable[[bool, str], None]  # (accepted by the broker, reason)
+
+
+class Delivery:
+    """The fate of one publish: ``wait()`` until the broker acknowledged it (QoS 1) or it was sent (QoS 0)."""
+
+    __slots__ = ("mid", "_event", "accepted", "reason", "_on_ack")
+
+    def __init__(self, mid: int, on_ack: AckCallback | None = None) -> None:
+        self.mid = mid
+        self._event = threading.Event()
+        self.accepted = False
+        self.reason = ""
+        self._on_ack = on_ack
+
+    def _done(self, accepted: bool, reason: str) -> None:
+        self.accepted, self.reason = accepted, reason
+        self._event.set()
+        if self._on_ack is not None:
+            try:
+                self._on_ack(accepted, reason)
+            except Exception:  # a callback bug must not stop the network loop
+                log.exception("acknowledgement callback failed for mid %s", self.mid)
+
+    @property
+    def acknowledged(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once acknowledged (check ``accepted``: the broker may refuse, e.g. by ACL on MQTT 5)."""
+        return self._event.wait(timeout)
+
+
+class MqttConnection:
+    """A long-lived MQTT client: reconnects by itself, re-subscribes, keeps a retained status."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        client_id: str,
+        *,
+        protocol: str = "5",
+        status_topic: str | None = None,
+        status_extra: Callable[[], dict[str, Any]] | None = None,
+        keepalive: int = 30,
+        connect_timeout: float = 10.0,
+        reconnect_min: int = 1,
+        reconnect_max: int = 30,
+        clean_start: bool = True,
+        session_expiry: int = 0,
+        max_inflight: int = 1000,
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"MQTT version {protocol!r} is not supported; use 5 or 3.1.1")
+        self.settings = settings
+        self.client_id = client_id
+        self.protocol = protocol
+        self.status_topic = status_topic
+        self.status_extra = status_extra
+        self.keepalive = keepalive
+        self.connect_timeout = connect_timeout
+        self.clean_start = clean_start
+        self.session_expiry = session_expiry
+        self._v5 = protocol == "5"
+        self._lock = threading.Lock()
+        self._subs: dict[str, tuple[int, Handler]] = {}
+        self._pending: dict[int, Delivery] = {}
+        self._early: dict[int, tuple[bool, str]] = {}
+        self._connect_listeners: list[Callable[[], None]] = []
+        self._disconnect_listeners: list[Callable[[], None]] = []
+        self._connected = threading.Event()
+        self._first_result = threading.Event()
+        self._first_error: str | None = None
+        self._last_error = ""
+        self._started = False
+        self._closed = False
+        self.connects = 0
+
+        kwargs: dict[str, Any] = {}
+        if not self._v5:
+            kwargs["clean_session"] = clean_start
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=PROTOCOLS[protocol],
+            reconnect_on_failure=True,
+            **kwargs,
+        )
+        client.connect_timeout = connect_timeout
+        client.reconnect_delay_set(min_delay=reconnect_min, max_delay=reconnect_max)
+        client.max_inflight_messages_set(max_inflight)
+        client.max_queued_messages_set(0)
+        if settings.username:
+            client.username_pw_set(settings.username, settings.password)
+        if settings.tls:
+            try:
+                client.tls_set(ca_certs=settings.ca, certfile=settings.cert, keyfile=settings.key)
+            except (OSError, ssl.SSLError) as exc:
+                raise BrokerError(
+                    f"cannot load TLS files (ca={settings.ca}, cert={settings.cert}, key={settings.key}): "
+                    f"{exc}; check --ca/--cert/--key point to readable PEM files"
+                ) from exc
+        if status_topic:
+            client.will_set(status_topic, self._status_payload("offline"), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_log = self._on_log
+        self._client = client
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        return self._connected.wait(timeout)
+
+    def add_connect_listener(self, callback: Callable[[], None]) -> None:
+        """Called (in the network thread) after every successful (re)connect and re-subscribe."""
+        self._connect_listeners.append(callback)
+        if self.connected:
+            callback()
+
+    def add_disconnect_listener(self, callback: Callable[[], None]) -> None:
+        self._disconnect_listeners.append(callback)
+
+    def start(self, *, require: bool = True) -> MqttConnection:
+        """Connect and start the network thread.
+
+        Refused credentials and TLS failures always raise ``BrokerError``. An unreachable broker raises
+        when ``require`` is set; otherwise it is logged and the connection keeps retrying in the background.
+        """
+        if self._started:
+            return self
+        self._started = True
+        where = self.settings.url
+        try:
+            self._client.connect(
+                self.settings.host,
+                self.settings.port,
+                keepalive=self.keepalive,
+                clean_start=self.clean_start if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                properties=self._connect_properties(),
+            )
+        except ssl.SSLCertVerificationError as exc:
+            self._started = False
+            raise BrokerError(
+                f"TLS: the certificate of broker {where} is not trusted ({exc.verify_message}); "
+                "pass the CA that signed it with --ca"
+            ) from exc
+        except ssl.SSLError as exc:
+            self._started = False
+            raise BrokerError(
+                f"TLS handshake with broker {where} failed ({exc}); check --ca/--cert/--key"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            message = f"broker {where} is not reachable ({exc}); check the host, the port and that it runs"
+            if require:
+                self._started = False
+                raise BrokerError(message) from exc
+            log.warning("%s; retrying in the background, results wait in the outbox", message)
+            self._client.connect_async(
+                self.settings.host,
+                self.settings.port,
+                keepalive=self.keepalive,
+                clean_start=self.clean_start if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                properties=self._connect_properties(),
+            )
+            self._client.loop_start()
+            return self
+        self._client.loop_start()
+        if not self._first_result.wait(self.connect_timeout):
+            self._abort()
+            raise BrokerError(
+                f"broker {where} accepted the TCP connection but did not answer MQTT CONNECT within "
+                f"{self.connect_timeout:g}s; check the port is an MQTT listener (and mqtts:// for TLS)"
+            )
+        if self._first_error is not None:
+            self._abort()
+            raise BrokerError(self._first_error)
+        return self
+
+    def _abort(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._started = False
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Publish a retained ``offline`` status (if any), disconnect and stop the network thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started and self.connected and self.status_topic:
+            delivery = self.publish(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+            delivery.wait(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    # ----------------------------------------------------------------- publish / subscribe
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        on_ack: AckCallback | None = None,
+        properties: Properties | None = None,
+    ) -> Delivery:
+        """Hand a message to paho; the ``Delivery`` completes on PUBACK (QoS 1/2) or once sent (QoS 0).
+
+        While disconnected the message waits in paho's memory and goes out after the reconnect.
+        """
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            raise BrokerError(f"cannot queue a message for {topic}: the MQTT client queue is full")
+        delivery = Delivery(info.mid, on_ack)
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._pending[info.mid] = delivery
+        if early is not None:
+            delivery._done(*early)
+        return delivery
+
+    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
+        """Route messages matching ``topic_filter`` to ``handler``; kept across reconnects."""
+        with self._lock:
+            self._subs[topic_filter] = (qos, handler)
+        if self.connected:
+            self._client.subscribe(topic_filter, qos=qos)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        with self._lock:
+            self._subs.pop(topic_filter, None)
+        if self.connected:
+            self._client.unsubscribe(topic_filter)
+
+    def publish_status(self, state: str = "online") -> Delivery:
+        """Re-publish the retained status (e.g. with a newer ``seq`` from ``status_extra``)."""
+        if not self.status_topic:
+            raise BrokerError("this connection has no status topic")
+        return self.publish(self.status_topic, self._status_payload(state), qos=1, retain=True)
+
+    # ----------------------------------------------------------------- paho callbacks (network thread)
+
+    def _status_payload(self, state: str) -> str:
+        body: dict[str, Any] = {"state": state, "ts": round(time.time(), 3)}
+        if self.status_extra is not None and state == "online":
+            try:
+                body.update(self.status_extra())
+            except Exception:
+                log.exception("status_extra failed")
+        return json.dumps(body, separators=(",", ":"))
+
+    def _connect_properties(self) -> Properties | None:
+        if not self._v5:
+            return None
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry
+        return props
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        if rc.is_failure:
+            message = (
+                f"broker {self.settings.url} refused the connection: {rc.getName()}; "
+                "check the user name and password in the URL (and the broker's ACL / client id rules)"
+            )
+            if not self._first_result.is_set():
+                self._first_error = message
+                self._first_result.set()
+            else:
+                log.error("%s", message)
+            return
+        self.connects += 1
+        log.info("connected to %s as %s (MQTT %s)", self.settings.url, self.client_id, self.protocol)
+        with self._lock:
+            subs = list(self._subs.items())
+        for topic_filter, (qos, _) in subs:
+            client.subscribe(topic_filter, qos=qos)
+        if self.status_topic:
+            self.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+        self._connected.set()
+        self._first_result.set()
+        for callback in list(self._connect_listeners):
+            try:
+                callback()
+            except Exception:
+                log.exception("connect listener failed")
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if not self._first_result.is_set():
+            detail = self._last_error or str(rc)
+            self._first_error = self._explain_early_disconnect(detail)
+            self._first_result.set()
+            return
+        if was_connected and not self._closed:
+            log.warning("lost the connection to %s (%s); reconnecting", self.settings.url, rc)
+            for callback in list(self._disconnect_listeners):
+                try:
+                    callback()
+                except Exception:
+                    log.exception("disconnect listener failed")
+
+    def _explain_early_disconnect(self, detail: str) -> str:
+        where = self.settings.url
+        lowered = detail.lower()
+        if "certificate" in lowered or "ssl" in lowered or "tls" in lowered or "alert" in lowered:
+            return (
+                f"TLS: broker {where} rejected our client certificate ({detail}); "
+                "pass a certificate signed by the broker's CA with --cert and --key"
+            )
+        return f"broker {where} closed the connection before accepting it ({detail}); check the broker log"
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any) -> None:
+        accepted = not rc.is_failure
+        reason = rc.getName()
+        with self._lock:
+            delivery = self._pending.pop(mid, None)
+            if delivery is None:
+                self._early[mid] = (accepted, reason)
+        if delivery is not None:
+            delivery._done(accepted, reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            subs = list(self._subs.items())
+        message = Message(msg.topic, bytes(msg.payload), bool(msg.retain), getattr(msg, "properties", None))
+        for topic_filter, (_, handler) in subs:
+            if mqtt.topic_matches_sub(_strip_share(topic_filter), msg.topic):
+                try:
+                    handler(message)
+                except Exception:
+                    log.exception("handler for %s failed on a message on %s", topic_filter, msg.topic)
+
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_error = text
+            log.debug("paho: %s", text)
+
+
+def _strip_share(topic_filter: str) -> str:
+    """``$share/group/a/b`` matches topics like ``a/b``."""
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        return parts[2] if len(parts) == 3 else topic_filter
+    return topic_filter
+
+
+def client_id_for(device_id: str, role: str = "") -> str:
+    """A stable client id derived from the device id (``edge-<id>`` or ``edge-<id>-<role>``)."""
+    base = f"edge-{device_id}"
+    return f"{base}-{role}" if role else base
+
+
+def unique_client_id(role: str) -> str:
+    """A client id for tools that may run several times at once (collector, flush)."""
+    return f"edge-{role}-{socket.gethostname().split('.')[0]}-{threading.get_native_id()}-{int(time.time())}"
