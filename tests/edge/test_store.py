@@ -130,8 +130,9 @@ def test_kill_9_during_activation_leaves_old_or_new_active(tmp_path: Path, packa
     rng = random.Random(5)
     seen = set()
     for _ in range(6):
-        proc = subprocess.Popen([sys.executable, "-c", ACTIVATE_FOREVER, str(store_dir), *files],
-                                cwd=ROOT, stdout=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ACTIVATE_FOREVER, str(store_dir), *files], cwd=ROOT, stdout=subprocess.PIPE
+        )
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         time.sleep(rng.uniform(0.05, 0.4))
         os.kill(proc.pid, signal.SIGKILL)

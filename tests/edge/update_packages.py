@@ -18,14 +18,23 @@ DIGITS_LABELS = tuple(str(d) for d in range(10))
 
 
 def _spec(tensor: TensorInfo, is_input: bool) -> TensorSpec:
-    quant = Quantization(tensor.scale, tensor.zero_point, tensor.quantized_dimension) if tensor.is_quantized else None
+    quant = (
+        Quantization(tensor.scale, tensor.zero_point, tensor.quantized_dimension)
+        if tensor.is_quantized
+        else None
+    )
     if is_input:
         return TensorSpec(tensor.name, tensor.shape, tensor.dtype, quant, "NHWC", (0.0,), (1.0,))
     return TensorSpec(tensor.name, tensor.shape, tensor.dtype, quant)
 
 
-def manifest_for(model: bytes, version: int, name: str = "digits", task: str = "classification",
-                 labels: tuple[str, ...] = DIGITS_LABELS) -> Manifest:
+def manifest_for(
+    model: bytes,
+    version: int,
+    name: str = "digits",
+    task: str = "classification",
+    labels: tuple[str, ...] = DIGITS_LABELS,
+) -> Manifest:
     """A manifest describing ``model``'s real tensors."""
     info = read_tflite(model)
     return Manifest(
@@ -46,9 +55,16 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def make_package(model_path: Path, version: int, *, name: str = "digits", task: str = "classification",
-                 labels: tuple[str, ...] = DIGITS_LABELS, golden: tuple[np.ndarray, np.ndarray] | None = None,
-                 extra: dict[str, bytes] | None = None) -> bytes:
+def make_package(
+    model_path: Path,
+    version: int,
+    *,
+    name: str = "digits",
+    task: str = "classification",
+    labels: tuple[str, ...] = DIGITS_LABELS,
+    golden: tuple[np.ndarray, np.ndarray] | None = None,
+    extra: dict[str, bytes] | None = None,
+) -> bytes:
     """Package bytes (unsigned) holding the real model at ``model_path`` as version ``version``."""
     model = Path(model_path).read_bytes()
     files = {"model.tflite": model, "labels.txt": ("\n".join(labels) + "\n").encode()}

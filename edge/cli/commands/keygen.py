@@ -20,5 +20,6 @@ def run(args: argparse.Namespace) -> int:
 
     key_path, pub_path = generate_keys(args.out, overwrite=args.force)
     print(f"private key {key_path} (mode 0600: keep it secret, use it with 'edge push-model --key')")
-    print(f"public key  {pub_path} (key id {key_id(load_public_key(pub_path))}: give it to devices with --trust)")
+    kid = key_id(load_public_key(pub_path))
+    print(f"public key  {pub_path} (key id {kid}: give it to devices with --trust)")
     return EXIT_OK
