@@ -27,8 +27,8 @@ from edge.profiles import BACKENDS, RESIZE_MODES, list_profiles, load_profile
 
 TASKS = ("classification", "detection", "raw")
 MQTT_VERSIONS = ("5", "3.1.1")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-PREFIX_PATTERN = re.compile(r"^[^+#/\s][^+#\s]*(?<!/)$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PREFIX_PATTERN = re.compile(r"^[^+#/\s]+(/[^+#/\s]+)*$")
 
 # A check returns the value as ``edge run`` wants it, or raises ValueError with what is allowed.
 Check = Callable[[Any], Any]
@@ -162,9 +162,9 @@ KEYS: tuple[Key, ...] = (
     Key("mqtt.ca", "ca", _string, "CA certificate (PEM) that signed the broker's certificate", paths=True),
     Key("mqtt.cert", "cert", _string, "client certificate (PEM), with mqtt.key", paths=True),
     Key("mqtt.key", "key", _string, "client private key (PEM), with mqtt.cert", paths=True),
-    Key("mqtt.prefix", "prefix", _pattern(PREFIX_PATTERN, "a prefix without +, #, spaces, end slashes"),
+    Key("mqtt.prefix", "prefix", _pattern(PREFIX_PATTERN, "levels without +, #, spaces or empty levels"),
         "topic prefix: <prefix>/<device_id>/..."),
-    Key("mqtt.device_id", "device_id", _pattern(NAME_PATTERN, "1-64 letters, digits, _ or -"),
+    Key("mqtt.device_id", "device_id", _pattern(NAME_PATTERN, "1-64 letters, digits, _, - or ."),
         "device id in topics (default: the host name)"),
     Key("mqtt.telemetry_interval", "telemetry_interval", _positive, "seconds between telemetry messages"),
     Key("homeassistant.discovery", "ha_discovery", _boolean, "publish Home Assistant MQTT discovery configs"),

@@ -89,11 +89,11 @@ BROKEN = [
     ('state_dir = "/s"\n[mqtt]\nurl = "mqtt://b"\nversion = "4"\n', ["mqtt.version is '4'", "'5', '3.1.1'"]),
     (
         'state_dir = "/s"\n[mqtt]\nurl = "mqtt://b"\ndevice_id = "kitchen/cam"\n',
-        ["mqtt.device_id is 'kitchen/cam'", "letters, digits, _ or -"],
+        ["mqtt.device_id is 'kitchen/cam'", "letters, digits, _, - or ."],
     ),
     (
         'state_dir = "/s"\n[mqtt]\nurl = "mqtt://b"\nprefix = "edge/#"\n',
-        ["mqtt.prefix is 'edge/#'", "without +, #"],
+        ["mqtt.prefix is 'edge/#'", "without +, #, spaces"],
     ),
     (
         'state_dir = "/s"\n[mqtt]\nurl = "mqtt://b"\ntelemetry_interval = 0\n',
