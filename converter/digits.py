@@ -61,8 +61,10 @@ def train_digits_model(data: DigitsData | None = None, epochs: int = 12, seed: i
     return model
 
 
-def save_digits_assets(folder: str | Path, data: DigitsData | None = None, epochs: int = 12) -> dict[str, Path]:
-    """Train and write: ``digits.keras``, ``calib.npy`` (train pixels), ``eval.npz`` (test x, y), ``labels.txt``."""
+def save_digits_assets(
+    folder: str | Path, data: DigitsData | None = None, epochs: int = 12
+) -> dict[str, Path]:
+    """Train and write ``digits.keras``, ``calib.npy`` (train pixels), ``eval.npz`` (test), ``labels.txt``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     data = data or load_digits_pixels()

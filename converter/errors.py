@@ -28,3 +28,7 @@ class QuantizationError(ConverterError):
 
 class ValidationError(ConverterError):
     """The converted model disagrees with the source more than --min-agreement allows."""
+
+    def __init__(self, message: str, report: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -103,7 +103,7 @@ def write_package(path: str | Path, manifest: Manifest, files: dict[str, bytes])
 
 
 def add_signature(package_bytes: bytes, signature: bytes) -> bytes:
-    """Return the package with ``signature.json`` set (replacing any earlier one); the manifest is unchanged."""
+    """Return the package with ``signature.json`` set (replacing any earlier one); manifest unchanged."""
     package = read_package_bytes(package_bytes)
     files = dict(package.files)
     buffer = io.BytesIO()
@@ -187,9 +187,9 @@ def embedded_manifest(info: TFLiteFileInfo, source: str = "model") -> Manifest |
 
 
 def existing_versions(folder: str | Path, name: str) -> list[int]:
-    """Versions of model ``name`` found in ``folder`` (packages and bare .tflite files); unreadable files skipped."""
+    """Versions of model ``name`` in ``folder`` (packages and bare .tflite files); unreadable ones skipped."""
     folder = Path(folder)
-    versions = []
+    versions: list[int] = []
     if not folder.is_dir():
         return versions
     for candidate in folder.iterdir():
@@ -226,7 +226,9 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     with archive.open(info) as handle:
         data = handle.read(info.file_size + 1)
     if len(data) != info.file_size:
-        raise PackageError(f"{info.filename} is larger than its zip header says; the package is tampered with")
+        raise PackageError(
+            f"{info.filename} is larger than its zip header says; the package is tampered with"
+        )
     return data
 
 
@@ -243,10 +245,11 @@ def _verify_files(manifest: Manifest, contents: dict[str, bytes], source: str) -
         data = contents[name]
         if len(data) != entry.size or sha256_hex(data) != entry.sha256:
             raise PackageError(
-                f"{source}: {name} does not match its sha256 in the manifest; the package is damaged or tampered with"
+                f"{source}: {name} does not match its sha256 in the manifest; "
+                "the package is damaged or tampered with"
             )
 
 
 def manifest_json_for_embedding(manifest: Manifest) -> bytes:
-    """What goes into the .tflite metadata table: the manifest without the file list (it cannot hash itself)."""
+    """What the .tflite metadata table holds: the manifest without the file list (it cannot hash itself)."""
     return json.dumps(manifest.to_json(include_files=False), sort_keys=True).encode("utf-8")

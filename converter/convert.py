@@ -1,0 +1,364 @@
+"""``convert(ConvertOptions(...))``: Keras/SavedModel -> validated, self-describing TFLite package.
+
+Steps: check options, load SRC, read calibration/evaluation data, convert in the chosen mode (and in
+float32 for the size baseline), check quantization, run the validation report, check Edge TPU ops and
+compile, embed the manifest in the ``.tflite``, then write OUT atomically. Nothing is written before
+every check has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import edge
+from converter import checks, modes
+from converter.data import Samples, load_samples
+from converter.edgetpu import compile_for_edgetpu
+from converter.errors import CalibrationError, ConverterError, QuantizationError, ValidationError
+from converter.metadata import embed_manifest
+from converter.report import compare, latency_summary, run_tflite
+from converter.source import SourceModel, load_source
+from edge.fsutil import atomic_write_bytes
+from edge.manifest import TASKS, Manifest, Quantization, TensorSpec
+from edge.package import (
+    EDGETPU_MODEL_NAME,
+    LABELS_NAME,
+    MODEL_NAME,
+    PACKAGE_SUFFIX,
+    existing_versions,
+    manifest_json_for_embedding,
+    write_package,
+)
+from edge.tflite_file import TensorInfo, TFLiteFileInfo, read_tflite
+
+log = logging.getLogger(__name__)
+
+HOLDOUT_SAMPLES = 100  # calibration samples kept apart for the report when no --eval is given
+EVAL_LIMIT = 1000
+RANDOM_SAMPLES = 64
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What ``edge convert`` takes; see ``edge convert --help``."""
+
+    source: Path
+    output: Path
+    mode: str = "float32"
+    io_type: str = "uint8"
+    calib: Path | None = None
+    calib_samples: int = 200
+    eval_data: Path | None = None
+    labels: Path | None = None
+    task: str = "classification"
+    name: str | None = None
+    version: int | None = None
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    input_shape: tuple[int, ...] | None = None
+    min_agreement: float | None = None
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """The written file, its manifest (with file digests for a package) and the validation report."""
+
+    output_path: Path
+    manifest: Manifest
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def convert(options: ConvertOptions) -> ConvertResult:
+    """Convert, validate and write. Raises a ``ConverterError`` (or ``EdgeError``) with nothing written."""
+    _check_options(options)
+    labels = read_labels(options.labels) if options.labels else ()
+    source = load_source(Path(options.source))
+    sample_shape = source.sample_shape(options.input_shape)
+    _check_normalization(options, sample_shape)
+    name = options.name or source.name
+    if not NAME_PATTERN.match(name):
+        raise ConverterError(
+            f"model name {name!r} is not allowed; use --name with letters, digits, '.', '_' or '-' (max 64)"
+        )
+    output = Path(options.output)
+    folder = output if output.is_dir() else output.parent
+    version = choose_version(folder, name, options.version)
+    if folder is output:
+        output = folder / f"{name}-v{version}{PACKAGE_SUFFIX}"
+
+    calib, evaluation, notes = _samples(options, source, sample_shape, labels)
+    with tempfile.TemporaryDirectory(prefix="edge-convert-") as tmp:
+        batch = 1 if options.mode == "edgetpu" else None
+        saved = source.export(Path(tmp) / "saved_model", sample_shape, batch)
+        started = time.perf_counter()
+        model = modes.convert_saved_model(
+            saved, options.mode, options.io_type, None if calib is None else calib.x
+        )
+        conversion_s = time.perf_counter() - started
+        float32_size = (
+            len(model) if options.mode == "float32" else len(modes.convert_saved_model(saved, "float32"))
+        )
+    info = read_tflite(model, source="converted model")
+    if modes.needs_calibration(options.mode):
+        left_float = checks.float_ops(info)
+        if left_float:
+            raise QuantizationError(
+                f"{len(left_float)} op(s) cannot be quantized for --mode {options.mode}: "
+                + "; ".join(str(i) for i in left_float[:5])
+                + "; use --mode dynamic or float16, or replace those ops"
+            )
+    _check_labels(labels, info, options.task)
+
+    report = _report(options, source, model, evaluation, calib, float32_size, notes)
+    report["conversion_s"] = round(conversion_s, 3)
+    files: dict[str, bytes] = {}
+    edgetpu_info = None
+    if options.mode == "edgetpu":
+        edgetpu_info, files = _edgetpu(info, model)
+        report["edgetpu"] = edgetpu_info
+    _check_agreement(options.min_agreement, report)
+
+    manifest = Manifest(
+        name=name,
+        version=version,
+        task=options.task,
+        inputs=tuple(_spec(t, options.mean, options.std) for t in info.inputs),
+        outputs=tuple(_spec(t) for t in info.outputs),
+        labels=labels,
+        mode=options.mode,
+        created_at=datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        source={"file": source.path.name, "kind": source.kind, "sha256": source.sha256},
+        converter={
+            "edge": edge.__version__,
+            "tensorflow": _tf_version(),
+            "io_type": modes.io_type_for(options.mode, options.io_type),
+        },
+        report=report,
+        edgetpu=edgetpu_info,
+    )
+    model = embed_manifest(model, manifest_json_for_embedding(manifest))
+    if output.suffix == ".tflite":
+        atomic_write_bytes(output, model)
+    else:
+        files[MODEL_NAME] = model
+        if labels:
+            files[LABELS_NAME] = ("\n".join(labels) + "\n").encode("utf-8")
+        manifest = write_package(output, manifest, files)
+    written = output.stat().st_size
+    result_report = dict(report, output_size_bytes=written, output_ratio=round(written / float32_size, 4))
+    log.info("wrote %s (%d bytes)", output, written)
+    return ConvertResult(output, manifest, result_report)
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    """One label per line; blank lines ignored."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConverterError(f"--labels {path} not found; pass a text file with one label per line") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConverterError(f"--labels {path} cannot be read as UTF-8 text ({exc})") from exc
+    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not labels:
+        raise ConverterError(f"--labels {path} is empty; put one label per line")
+    return labels
+
+
+def choose_version(folder: Path, name: str, requested: int | None) -> int:
+    """The next version after the highest of ``name`` in ``folder``; an explicit one must be higher."""
+    existing = existing_versions(folder, name)
+    highest = max(existing, default=0)
+    if requested is None:
+        return highest + 1
+    if requested < 1:
+        raise ConverterError(f"--version {requested} is not allowed; versions are positive integers")
+    if requested <= highest:
+        raise ConverterError(
+            f"--version {requested} is not higher than version {highest} of {name!r} already in {folder}; "
+            f"versions only grow: use --version {highest + 1} or leave it out"
+        )
+    return requested
+
+
+def _check_options(o: ConvertOptions) -> None:
+    if o.mode not in modes.MODES:
+        raise ConverterError(f"--mode {o.mode!r} is not known; choose one of {', '.join(modes.MODES)}")
+    if o.io_type not in modes.IO_TYPES:
+        raise ConverterError(f"--io {o.io_type!r} is not known; choose one of {', '.join(modes.IO_TYPES)}")
+    if o.task not in TASKS:
+        raise ConverterError(f"--task {o.task!r} is not known; choose one of {', '.join(TASKS)}")
+    if o.calib_samples < 1:
+        raise ConverterError(f"--calib-samples {o.calib_samples} must be at least 1")
+    if o.min_agreement is not None and not 0.0 <= o.min_agreement <= 1.0:
+        raise ConverterError(f"--min-agreement {o.min_agreement} must be between 0 and 1 (e.g. 0.98)")
+    if any(s == 0 for s in o.std):
+        raise ConverterError(f"--std {','.join(map(str, o.std))} has a zero; std divides the pixels")
+    if modes.needs_calibration(o.mode) and o.calib is None:
+        raise CalibrationError(
+            f"--mode {o.mode} needs calibration data: "
+            "pass --calib with a folder of images or a .npy/.npz array"
+        )
+
+
+def _check_normalization(o: ConvertOptions, sample_shape: tuple[int, ...]) -> None:
+    channels = sample_shape[-1] if sample_shape else 1
+    for option, values in (("--mean", o.mean), ("--std", o.std)):
+        if len(values) not in (1, channels):
+            raise ConverterError(
+                f"{option} has {len(values)} values but the input has {channels} channels; "
+                f"give 1 or {channels}"
+            )
+
+
+def _check_labels(labels: tuple[str, ...], info: TFLiteFileInfo, task: str) -> None:
+    if not labels or task != "classification" or not info.outputs:
+        return
+    classes = info.outputs[0].shape[-1] if info.outputs[0].shape else 1
+    if classes != len(labels):
+        raise ConverterError(
+            f"--labels has {len(labels)} labels but the model's output has {classes} classes; "
+            "fix the labels file"
+        )
+
+
+def _samples(
+    o: ConvertOptions, source: SourceModel, sample_shape: tuple[int, ...], labels: tuple[str, ...]
+) -> tuple[Samples | None, Samples, list[str]]:
+    notes: list[str] = []
+    calib = None
+    if o.calib is not None:
+        extra = 0 if o.eval_data is not None else HOLDOUT_SAMPLES
+        calib = load_samples(
+            Path(o.calib),
+            sample_shape,
+            option="--calib",
+            mean=o.mean,
+            std=o.std,
+            limit=o.calib_samples + extra,
+        )
+    if o.eval_data is not None:
+        path = Path(o.eval_data)
+        evaluation = load_samples(
+            path,
+            sample_shape,
+            option="--eval",
+            mean=o.mean,
+            std=o.std,
+            limit=EVAL_LIMIT,
+            class_folders=path.is_dir(),
+            labels=labels,
+        )
+        return calib, evaluation, notes
+    if calib is not None:
+        if len(calib) > o.calib_samples:
+            held = calib.take(o.calib_samples)
+            calib = calib.take(0, o.calib_samples)
+        elif len(calib) >= 2:
+            cut = len(calib) - max(1, len(calib) // 5)
+            held, calib = calib.take(cut), calib.take(0, cut)
+        else:
+            held = calib
+            notes.append("only 1 calibration sample: the report uses that same sample; pass --eval")
+        evaluation = Samples(
+            held.x, held.y, f"held-out part of {held.source} (not used to calibrate)"
+        )
+        return calib, evaluation, notes
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0.0, 255.0, size=(RANDOM_SAMPLES, *sample_shape)).astype(np.float32)
+    x = ((pixels - np.asarray(o.mean, np.float32)) / np.asarray(o.std, np.float32)).astype(np.float32)
+    notes.append(
+        "no --eval or --calib given: compared on random inputs (pixels uniform in 0..255, normalized with "
+        "--mean/--std); agreement and error only, no accuracy; pass --eval for a meaningful report"
+    )
+    return None, Samples(x, None, "random inputs"), notes
+
+
+def _report(
+    o: ConvertOptions,
+    source: SourceModel,
+    model: bytes,
+    evaluation: Samples,
+    calib: Samples | None,
+    float32_size: int,
+    notes: list[str],
+) -> dict[str, Any]:
+    reference = source.predict(evaluation.x)
+    run = run_tflite(model, evaluation.x)
+    report: dict[str, Any] = {
+        "mode": o.mode,
+        "io_type": modes.io_type_for(o.mode, o.io_type),
+        "eval": {
+            "data": evaluation.source,
+            "samples": len(evaluation),
+            "labelled": evaluation.y is not None,
+            "skipped": evaluation.skipped,
+        },
+        "calibration": None
+        if calib is None
+        else {"data": calib.source, "samples": len(calib), "skipped": calib.skipped},
+    }
+    report.update(compare(reference, run.outputs, evaluation.y))
+    report.update(
+        model_size_bytes=len(model),
+        float32_size_bytes=float32_size,
+        size_ratio=round(len(model) / float32_size, 4),
+        latency_ms=latency_summary(run.latencies),
+        notes=notes,
+    )
+    return report
+
+
+def _edgetpu(info: TFLiteFileInfo, model: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
+    cpu_ops = checks.edgetpu_fallback_ops(info)
+    compiled = compile_for_edgetpu(model)
+    files: dict[str, bytes] = {}
+    if compiled.ran:
+        files["edgetpu_compiler.log"] = compiled.log.encode("utf-8")
+    if compiled.model is not None:
+        files[EDGETPU_MODEL_NAME] = compiled.model
+    summary = {
+        "ops_total": len(info.operators),
+        "ops_on_tpu": len(info.operators) - len(cpu_ops),
+        "cpu_ops": [op.to_json() for op in cpu_ops],
+        "compiler": compiled.to_json(),
+    }
+    return summary, files
+
+
+def _check_agreement(minimum: float | None, report: dict[str, Any]) -> None:
+    if minimum is None:
+        return
+    agreement = report["top1_agreement"]
+    if agreement is None:
+        raise ValidationError(
+            "--min-agreement needs a classification output (N, classes) to compare top-1; drop the option",
+            report,
+        )
+    if agreement < minimum:
+        raise ValidationError(
+            f"top-1 agreement {agreement:.4f} is below --min-agreement {minimum}; nothing was written. "
+            "Use more or better --calib data, another --mode, or a lower threshold",
+            report,
+        )
+
+
+def _spec(t: TensorInfo, mean: tuple[float, ...] = (), std: tuple[float, ...] = ()) -> TensorSpec:
+    quant = Quantization(t.scale, t.zero_point, t.quantized_dimension) if t.is_quantized else None
+    layout = "NHWC" if mean and len(t.shape) == 4 else "other"
+    return TensorSpec(t.name, t.shape, t.dtype, quant, layout, tuple(mean), tuple(std))
+
+
+def _tf_version() -> str:
+    import tensorflow as tf
+
+    return str(tf.__version__)

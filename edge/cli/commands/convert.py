@@ -1,0 +1,162 @@
+"""``edge convert``: Keras/SavedModel -> quantized, validated model package (composition root).
+
+TensorFlow is imported only inside ``run``; ``edge --help`` and the device side stay light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from edge.cli import EXIT_FAILED, EXIT_OK
+from edge.errors import ConfigError
+
+NAME = "convert"
+HELP = "convert a Keras file or SavedModel folder into a quantized, self-describing model package"
+MODES = ("float32", "float16", "dynamic", "int8", "edgetpu")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or comma-separated numbers") from None
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.lower().replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 224,224,3") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="SRC", type=Path, help="a .keras/.h5 file or a SavedModel folder")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        required=True,
+        help="output: NAME.edgepkg (package) or NAME.tflite (bare model, manifest embedded); "
+        "a folder writes NAME-vVERSION.edgepkg in it",
+    )
+    parser.add_argument("--mode", choices=MODES, default="float32", help="conversion mode (default float32)")
+    parser.add_argument(
+        "--io",
+        dest="io_type",
+        choices=("float", "int8", "uint8"),
+        default="uint8",
+        help="input/output type of an int8 model (default uint8; edgetpu is always uint8)",
+    )
+    parser.add_argument(
+        "--calib",
+        type=Path,
+        metavar="PATH",
+        help="calibration data: a folder of images or a .npy/.npz array in model-input space",
+    )
+    parser.add_argument(
+        "--calib-samples", type=int, default=200, metavar="N", help="calibration samples to use (default 200)"
+    )
+    parser.add_argument(
+        "--eval",
+        dest="eval_data",
+        type=Path,
+        metavar="PATH",
+        help="held-out data for the report: .npz with x (and y) or a folder with one "
+        "subfolder of images per class (default: held-out calibration data)",
+    )
+    parser.add_argument("--labels", type=Path, metavar="FILE", help="class labels, one per line")
+    parser.add_argument("--task", choices=("classification", "detection", "raw"), default="classification")
+    parser.add_argument("--name", help="model name (default: SRC's file or folder name)")
+    parser.add_argument(
+        "--version",
+        type=int,
+        help="model version, a positive integer that only grows "
+        "(default: next after the highest of NAME in OUT's folder, else 1)",
+    )
+    parser.add_argument(
+        "--mean",
+        type=_floats,
+        default=(0.0,),
+        metavar="M[,M,M]",
+        help="input normalization: the model takes (pixel - mean) / std (default 0)",
+    )
+    parser.add_argument("--std", type=_floats, default=(1.0,), metavar="S[,S,S]", help="(default 1)")
+    parser.add_argument(
+        "--input-shape",
+        type=_shape,
+        metavar="D,D,...",
+        help="fix dynamic input dimensions, e.g. 224,224,3 (with or without batch)",
+    )
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        metavar="X",
+        help="fail (exit 1, nothing written) when top-1 agreement is below X, e.g. 0.98",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    from converter.convert import ConvertOptions, convert
+    from converter.errors import ValidationError
+    from converter.report import render
+
+    if args.output.endswith(("/", os.sep)) and not Path(args.output).is_dir():
+        raise ConfigError(f"-o {args.output}: that folder does not exist; create it or give a file name")
+    options = ConvertOptions(
+        source=args.source,
+        output=Path(args.output),
+        mode=args.mode,
+        io_type=args.io_type,
+        calib=args.calib,
+        calib_samples=args.calib_samples,
+        eval_data=args.eval_data,
+        labels=args.labels,
+        task=args.task,
+        name=args.name,
+        version=args.version,
+        mean=args.mean,
+        std=args.std,
+        input_shape=args.input_shape,
+        min_agreement=args.min_agreement,
+    )
+    try:
+        result = convert(options)
+    except ValidationError as exc:
+        if exc.report is not None:
+            print(
+                json.dumps({"ok": False, "error": str(exc), "report": exc.report}, indent=2)
+                if args.json
+                else render(exc.report)
+            )
+        print(f"edge convert: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as exc:  # a bug-free path never gets here; keep it one line for the user
+        raise ConfigError(str(exc)) from exc
+    manifest = result.manifest
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": True,
+                    "output": str(result.output_path),
+                    "name": manifest.name,
+                    "version": manifest.version,
+                    "report": result.report,
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    print(render(result.report))
+    size = result.report["output_size_bytes"]
+    print(
+        f"\nwrote {result.output_path}  ({manifest.name} v{manifest.version}, {size:,} B, "
+        f"{result.report['output_ratio']:.3f} of float32)"
+    )
+    return EXIT_OK
