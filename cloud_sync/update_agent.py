@@ -1,0 +1,477 @@
+"""The device's update agent: fetch offered packages in chunks, verify, validate, activate, roll back.
+
+MQTT callbacks only enqueue; one worker thread does everything else, so the store and the activator are
+never used from two threads at once. Transfers resume from the chunks staged on disk (after a broker
+restart, a lost request is simply asked again; after a device restart, only missing chunks are fetched).
+
+The device side that loads and swaps models is an ``Activator`` (``edge.updates.PipelineActivator`` in
+``edge run``); the agent itself never runs a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from cloud_sync.connection import Message
+from cloud_sync.errors import PayloadError, UpdateError
+from cloud_sync.update_protocol import (
+    ChunkRequest,
+    Offer,
+    Status,
+    check_topic_part,
+    chunk_topic,
+    group_offer_topic,
+    offer_topic,
+    parse_chunk_topic,
+    request_topic,
+    status_topic,
+)
+from edge.errors import EdgeError
+from edge.manifest import Manifest
+from edge.package import read_package_bytes
+from edge.signing import TrustStore
+from edge.store import ModelStore, Staging, StoreEntry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SIZE = 256 * 1024 * 1024
+
+
+class Transport(Protocol):
+    """What the agent needs from an MQTT connection (``cloud_sync.connection.MqttConnection`` fits)."""
+
+    def subscribe(self, topic_filter: str, handler: Callable[[Message], None], qos: int = 1) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Any: ...
+
+
+class Activator(Protocol):
+    """The device side of an update: load and check a candidate, swap it in, restore an earlier one."""
+
+    def validate(self, path: Path, manifest: Manifest) -> Any:
+        """Load the package at ``path`` and check it; returns the loaded candidate. Raises EdgeError."""
+
+    def activate(
+        self,
+        candidate: Any,
+        entry: StoreEntry,
+        on_unhealthy: Callable[[str], None],
+        on_healthy: Callable[[], None],
+    ) -> None:
+        """Serve ``candidate`` from now on; call back once its health window ends."""
+
+    def restore(self, entry: StoreEntry) -> None:
+        """Serve the (earlier) version ``entry`` again."""
+
+
+@dataclass
+class _Transfer:
+    offer: Offer
+    staging: Staging
+    source: str
+    outstanding: dict[int, float]
+    last_progress: float = 0.0
+    last_activity: float = 0.0
+    retries: int = 0
+    received_bytes: int = 0
+
+
+class UpdateAgent:
+    """Follows the offers for this device and its groups; one transfer at a time, highest version wins."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        store: ModelStore,
+        trust: TrustStore,
+        activator: Activator,
+        device_id: str,
+        prefix: str = "edge",
+        groups: tuple[str, ...] = (),
+        max_size: int = DEFAULT_MAX_SIZE,
+        window: int = 16,
+        retry_seconds: float = 3.0,
+    ) -> None:
+        self.transport = transport
+        self.store = store
+        self.trust = trust
+        self.activator = activator
+        self.device_id = check_topic_part(device_id, "device id")
+        self.prefix = prefix
+        self.groups = tuple(check_topic_part(g, "group") for g in groups)
+        self.max_size = max_size
+        self.window = window
+        self.retry_seconds = retry_seconds
+        self.status = Status(device=self.device_id, state="idle", groups=self.groups)
+        self.bytes_received = 0
+        self.chunks_received = 0
+        self.malformed = 0
+        self._offers: dict[str, Offer] = {}
+        self._transfer: _Transfer | None = None
+        self._health_sha = ""
+        self._events: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="update-agent", daemon=True)
+
+    # -- life cycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> UpdateAgent:
+        self._publish_initial_status()
+        self.transport.subscribe(f"{self.prefix}/{self.device_id}/model/chunk/#", self._on_chunk)
+        for topic in self.offer_topics():
+            self.transport.subscribe(topic, self._on_offer)
+        add_listener = getattr(self.transport, "add_connect_listener", None)
+        if add_listener is not None:
+            add_listener(lambda: self._events.put(("reconnect", None, None)))
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._events.put(("stop", None, None))
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def offer_topics(self) -> list[str]:
+        return [offer_topic(self.prefix, self.device_id)] + [
+            group_offer_topic(self.prefix, g) for g in self.groups
+        ]
+
+    def _on_offer(self, message: Message) -> None:
+        self._events.put(("offer", message.topic, bytes(message.payload)))
+
+    def _on_chunk(self, message: Message) -> None:
+        self._events.put(("chunk", message.topic, bytes(message.payload)))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                kind, a, b = self._events.get(timeout=0.5)
+            except queue.Empty:
+                kind, a, b = "tick", None, None
+            try:
+                if kind == "offer":
+                    self._handle_offer(a, b)
+                elif kind == "chunk":
+                    self._handle_chunk(a, b)
+                elif kind == "unhealthy":
+                    self._handle_unhealthy(a, b)
+                elif kind == "healthy":
+                    self._handle_healthy(a)
+                elif kind == "reconnect":
+                    self._handle_reconnect()
+                self._retry_if_stalled()
+            except Exception:  # the agent must outlive any one bad message or update
+                log.exception("update agent: unexpected error handling %s", kind)
+
+    # -- offers --------------------------------------------------------------------------------------
+
+    def _handle_offer(self, topic: str, payload: bytes) -> None:
+        if not payload:
+            self._offers.pop(topic, None)
+            if self._transfer is not None and self._transfer.source == topic:
+                log.info("offer on %s withdrawn; stopping the transfer", topic)
+                self._transfer.staging.discard()
+                self._transfer = None
+                self._publish(replace(self.status, state="idle", progress=0.0, reason="offer withdrawn"))
+            return
+        try:
+            offer = Offer.from_bytes(payload, self.max_size)
+        except PayloadError as exc:
+            self.malformed += 1
+            log.warning("malformed offer on %s: %s", topic, exc)
+            self._publish(self._status("rejected", reason=f"malformed offer: {exc}"))
+            return
+        self._offers[topic] = offer
+        self._consider(offer, topic)
+
+    def _consider(self, offer: Offer, topic: str) -> None:
+        current = self._transfer
+        if current is not None and current.offer.sha256 == offer.sha256:
+            self._request_more(current, resend=True)  # a re-delivered offer (reconnect): ask again
+            return
+        if self.store.outcome(offer.sha256) is not None:
+            return  # already handled (active, rejected or rolled back): a retained offer is not retried
+        if current is not None and current.offer.version >= offer.version:
+            return
+        try:
+            self._precheck(offer)
+        except EdgeError as exc:
+            self._reject(offer, str(exc))
+            return
+        if current is not None:
+            current.staging.discard()
+        staging = self.store.staging(offer.sha256, list(offer.chunk_sha256))
+        self._transfer = _Transfer(offer, staging, topic, {}, last_activity=time.monotonic())
+        log.info(
+            "downloading %s v%d: %d chunks, %d already staged",
+            offer.name,
+            offer.version,
+            offer.chunks,
+            staging.resumed,
+        )
+        self._publish(self._status("downloading", offer, progress=staging.done() / offer.chunks))
+        if staging.complete():
+            self._finish(self._transfer)
+        else:
+            self._request_more(self._transfer)
+
+    def _precheck(self, offer: Offer) -> None:
+        """Refuse early what the full check would refuse anyway, before fetching a byte."""
+        active = self.store.active()
+        floor = max(
+            self.store.floor(offer.name), active.version if active and active.name == offer.name else 0
+        )
+        if offer.version <= floor:
+            raise UpdateError(
+                f"version {offer.version} of {offer.name!r} is not higher than {floor} "
+                "(active or activated before); publish a higher version"
+            )
+        if not offer.signature:
+            raise UpdateError("offer is unsigned; push it with 'edge push-model --key'")
+        if offer.key_id and offer.key_id not in self.trust.keys:
+            raise UpdateError(
+                f"offer is signed by unknown key {offer.key_id!r}; add its public key with --trust"
+            )
+
+    # -- chunks --------------------------------------------------------------------------------------------
+
+    def _request_more(self, transfer: _Transfer, resend: bool = False) -> None:
+        if resend:
+            transfer.outstanding.clear()
+        now = time.monotonic()
+        wanted = [i for i in transfer.staging.missing() if i not in transfer.outstanding]
+        wanted = wanted[: max(0, self.window - len(transfer.outstanding))]
+        if not wanted:
+            return
+        for index in wanted:
+            transfer.outstanding[index] = now
+        request = ChunkRequest(transfer.offer.sha256, tuple(wanted))
+        self.transport.publish(request_topic(self.prefix, self.device_id), request.to_bytes(), qos=1)
+
+    def _handle_chunk(self, topic: str, payload: bytes) -> None:
+        parsed = parse_chunk_topic(topic)
+        transfer = self._transfer
+        if parsed is None or transfer is None or parsed[0] != transfer.offer.sha256[:16]:
+            return  # a late chunk of an earlier transfer
+        index = parsed[1]
+        offer = transfer.offer
+        transfer.outstanding.pop(index, None)
+        transfer.last_activity = time.monotonic()
+        transfer.retries = 0
+        self.bytes_received += len(payload)
+        self.chunks_received += 1
+        if index >= offer.chunks:
+            self._reject(
+                offer, f"chunk index {index} is past the {offer.chunks} chunks offered; transfer refused"
+            )
+            return
+        if len(payload) > offer.chunk_length(index):
+            self._reject(
+                offer,
+                f"chunk {index} is {len(payload)} bytes, more than the {offer.chunk_length(index)} "
+                "the offer declares (oversized transfer); refused",
+            )
+            return
+        if not transfer.staging.write(index, payload):
+            what = "truncated" if len(payload) < offer.chunk_length(index) else "corrupted"
+            self._reject(
+                offer, f"chunk {index} does not match its sha256 in the offer ({what}); transfer refused"
+            )
+            return
+        if transfer.staging.complete():
+            self._finish(transfer)
+            return
+        now = time.monotonic()
+        if now - transfer.last_progress > 0.5:
+            transfer.last_progress = now
+            self._publish(
+                self._status("downloading", offer, progress=transfer.staging.done() / offer.chunks),
+                persist=False,
+            )
+        self._request_more(transfer)
+
+    def _retry_if_stalled(self) -> None:
+        transfer = self._transfer
+        if transfer is None:
+            return
+        backoff = min(self.retry_seconds * (2 ** min(transfer.retries, 3)), 30.0)
+        if time.monotonic() - transfer.last_activity > backoff:
+            transfer.retries += 1
+            transfer.last_activity = time.monotonic()
+            log.info("no chunk for %.0f s; asking again for %d chunks", backoff, len(transfer.outstanding))
+            self._request_more(transfer, resend=True)
+
+    # -- verification, validation, activation --------------------------------------------------------------
+
+    def _finish(self, transfer: _Transfer) -> None:
+        offer = transfer.offer
+        self._transfer = None
+        self._publish(self._status("verifying", offer, progress=1.0))
+        try:
+            data = transfer.staging.assemble()
+            manifest, _ = self.verify(offer, data)
+        except EdgeError as exc:
+            self._reject(offer, str(exc))
+            return
+        self._publish(self._status("validating", offer, progress=1.0))
+        entry = self.store.install(data, manifest)
+        try:
+            candidate = self.activator.validate(self.store.path_of(entry), manifest)
+        except EdgeError as exc:
+            self.store.discard(entry)
+            self._reject(offer, f"validation failed: {exc}")
+            return
+        self.store.activate(entry)
+        self.store.record_outcome(offer.sha256, "active", offer.name, offer.version)
+        transfer.staging.discard()
+        self._health_sha = offer.sha256
+        self._publish(self._status("active", offer, progress=1.0), healthy=None)
+        sha = offer.sha256
+        self.activator.activate(
+            candidate,
+            entry,
+            on_unhealthy=lambda reason: self._events.put(("unhealthy", sha, reason)),
+            on_healthy=lambda: self._events.put(("healthy", sha, None)),
+        )
+
+    def verify(self, offer: Offer, data: bytes) -> tuple[Manifest, str]:
+        """Size, sha256, package structure and digests, signature, anti-rollback -> (manifest, key id)."""
+        if len(data) != offer.size:
+            raise UpdateError(f"transfer is {len(data)} bytes, the offer said {offer.size}; refused")
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != offer.sha256:
+            raise UpdateError(
+                f"package sha256 is {digest[:16]}…, the offer said {offer.sha256[:16]}…; refused"
+            )
+        package = read_package_bytes(data, source=f"{offer.name} v{offer.version}")
+        kid = self.trust.verify(package.manifest_bytes, package.signature)
+        manifest = package.manifest
+        if (manifest.name, manifest.version) != (offer.name, offer.version):
+            raise UpdateError(
+                f"package holds {manifest.name!r} v{manifest.version}, the offer said "
+                f"{offer.name!r} v{offer.version}; refused"
+            )
+        self.store.check_version(manifest)
+        return manifest, kid
+
+    def _handle_reconnect(self) -> None:
+        # The broker may have lost our retained status (SIGKILL) and our requests in flight.
+        self.transport.publish(
+            status_topic(self.prefix, self.device_id), self.status.to_bytes(), qos=1, retain=True
+        )
+        if self._transfer is not None:
+            self._request_more(self._transfer, resend=True)
+
+    def _handle_healthy(self, sha: str) -> None:
+        if sha == self._health_sha and self.status.state == "active":
+            self._publish(replace(self.status, ts=time.time()), healthy=True)
+
+    def _handle_unhealthy(self, sha: str, reason: str) -> None:
+        if sha != self._health_sha:
+            return
+        active = self.store.active()
+        if active is None or active.sha256 != sha:
+            return
+        target = self.store.rollback()
+        self.activator.restore(target)
+        self.store.record_outcome(sha, "rolled_back", active.name, active.version, reason)
+        self._publish(
+            Status(
+                device=self.device_id,
+                state="rolled_back",
+                name=active.name,
+                version=active.version,
+                progress=1.0,
+                reason=reason,
+                sha256=sha,
+                active=_entry_json(target),
+                healthy=False,
+                groups=self.groups,
+            )
+        )
+
+    # -- status --------------------------------------------------------------------------------------------
+
+    def _reject(self, offer: Offer, reason: str) -> None:
+        log.warning("update %s v%d rejected: %s", offer.name, offer.version, reason)
+        if self._transfer is not None and self._transfer.offer.sha256 == offer.sha256:
+            self._transfer.staging.discard()
+            self._transfer = None
+        else:
+            self.store.staging_discard(offer.sha256)
+        self.store.record_outcome(offer.sha256, "rejected", offer.name, offer.version, reason)
+        self._publish(self._status("rejected", offer, reason=reason))
+
+    def _status(
+        self, state: str, offer: Offer | None = None, progress: float = 0.0, reason: str = ""
+    ) -> Status:
+        return Status(
+            device=self.device_id,
+            state=state,
+            name=offer.name if offer else "",
+            version=offer.version if offer else 0,
+            progress=round(progress, 4),
+            reason=reason,
+            sha256=offer.sha256 if offer else "",
+            active=_entry_json(self.store.active()),
+            groups=self.groups,
+        )
+
+    def _publish(self, status: Status, persist: bool = True, healthy: bool | None = None) -> None:
+        if status.state in ("active",):
+            status = replace(status, healthy=healthy)
+        self.status = status
+        if persist and status.state != "downloading":
+            self.store.save_status(status.to_json())
+        self.transport.publish(
+            status_topic(self.prefix, self.device_id), status.to_bytes(), qos=1, retain=True
+        )
+
+    def _publish_initial_status(self) -> None:
+        saved = self.store.load_status()
+        active = _entry_json(self.store.active())
+        if saved is not None:
+            try:
+                status = Status.from_bytes(json.dumps(saved).encode())
+                self._publish(
+                    replace(status, device=self.device_id, active=active, groups=self.groups, ts=time.time()),
+                    persist=False,
+                    healthy=status.healthy,
+                )
+                return
+            except PayloadError:
+                pass
+        state = "active" if active else "idle"
+        self._publish(
+            Status(
+                device=self.device_id,
+                state=state,
+                name=active["name"] if active else "",
+                version=active["version"] if active else 0,
+                progress=1.0 if active else 0.0,
+                active=active,
+                healthy=True if active else None,
+                groups=self.groups,
+            ),
+            persist=False,
+            healthy=True if active else None,
+        )
+
+    def chunk_topic_for(self, sha256: str, index: int) -> str:
+        return chunk_topic(self.prefix, self.device_id, sha256, index)
+
+
+def _entry_json(entry: StoreEntry | None) -> dict[str, Any] | None:
+    if entry is None:
+        return None
+    return {"name": entry.name, "version": entry.version, "sha256": entry.sha256}
