@@ -1,0 +1,101 @@
+"""Wire messages: result and telemetry envelopes, command requests and replies, and their validation.
+
+Every incoming payload goes through ``decode_json`` (size, UTF-8, JSON object) and a ``validate_*``
+function; failures are ``PayloadError`` naming the topic and what was wrong, to be counted and dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from cloud_sync.errors import PayloadError
+
+RESULT_SCHEMA = "edge.result/1"
+TELEMETRY_SCHEMA = "edge.telemetry/1"
+MAX_PAYLOAD = 256 * 1024  # bytes accepted on /cmd and at the collector
+_COMPACT = (",", ":")
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON bytes."""
+    return json.dumps(obj, separators=_COMPACT, default=str).encode()
+
+
+def decode_json(payload: bytes, topic: str, max_bytes: int = MAX_PAYLOAD) -> dict[str, Any]:
+    """A JSON object from an MQTT payload, or ``PayloadError`` saying what was wrong."""
+    if len(payload) > max_bytes:
+        raise PayloadError(f"payload on {topic} is {len(payload)} bytes, over the {max_bytes}-byte limit")
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError(f"payload on {topic} is not JSON ({exc}): {payload[:60]!r}") from exc
+    if not isinstance(obj, dict):
+        kind = type(obj).__name__
+        raise PayloadError(f"payload on {topic} is JSON {kind}, expected an object: {payload[:60]!r}")
+    return obj
+
+
+def build_result(record: dict[str, Any], *, device: str, stream: str, seq: int) -> dict[str, Any]:
+    """The ``/results`` message for one pipeline record: an envelope, then the record's own fields."""
+    message: dict[str, Any] = {
+        "schema": RESULT_SCHEMA,
+        "id": uuid.uuid4().hex,
+        "device": device,
+        "stream": stream,
+        "seq": seq,
+        "ts": round(time.time(), 3),
+    }
+    for key, value in record.items():
+        if key == "schema":
+            message["result_schema"] = value
+        elif key not in message:
+            message[key] = value
+    return message
+
+
+def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], topic: str) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise PayloadError(f"result on {topic}: field {key!r} is {value!r}, expected {names}")
+    return value
+
+
+def validate_result(obj: dict[str, Any], topic: str) -> dict[str, Any]:
+    """Check the envelope fields the collector relies on; returns ``obj``."""
+    if obj.get("schema") != RESULT_SCHEMA:
+        raise PayloadError(f"result on {topic}: schema is {obj.get('schema')!r}, expected {RESULT_SCHEMA!r}")
+    ident = _require(obj, "id", str, topic)
+    if not 8 <= len(ident) <= 64:
+        raise PayloadError(f"result on {topic}: id {ident[:80]!r} must be 8 to 64 characters")
+    _require(obj, "device", str, topic)
+    seq = _require(obj, "seq", int, topic)
+    if seq < 1:
+        raise PayloadError(f"result on {topic}: seq is {seq}, expected a positive integer")
+    _require(obj, "ts", (int, float), topic)
+    _require(obj, "stream", str, topic)
+    if not isinstance(obj.get("model"), dict):
+        raise PayloadError(f"result on {topic}: field 'model' is {obj.get('model')!r}, expected an object")
+    return obj
+
+
+def validate_telemetry(obj: dict[str, Any], topic: str) -> dict[str, Any]:
+    if obj.get("schema") != TELEMETRY_SCHEMA:
+        schema = obj.get("schema")
+        raise PayloadError(f"telemetry on {topic}: schema is {schema!r}, expected {TELEMETRY_SCHEMA!r}")
+    seq = obj.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise PayloadError(f"telemetry on {topic}: seq is {seq!r}, expected an integer >= 0")
+    return obj
+
+
+def reply(request: dict[str, Any] | None, ok: bool, **fields: Any) -> bytes:
+    """A command reply echoing the request's ``request_id``."""
+    body: dict[str, Any] = {"ok": ok, "ts": round(time.time(), 3)}
+    if request and isinstance(request.get("request_id"), str | int):
+        body["request_id"] = request["request_id"]
+    body.update(fields)
+    return dumps(body)

@@ -1,0 +1,168 @@
+"""The durable outbox on real SQLite: commit before publish, forget on ack, bounds, retention, replay."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from cloud_sync.errors import OutboxError
+from cloud_sync.outbox import DB_NAME, Outbox, OutboxPolicy, read_stats
+from tests.cloud_sync.fakes import FakePublisher
+
+WAIT = 10.0
+
+
+def wait_for(condition, timeout: float = WAIT) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def add_results(outbox: Outbox, n: int) -> list[int]:
+    seqs = []
+    for _ in range(n):
+        seq = outbox.reserve_seq()
+        outbox.add("edge/d/results", f'{{"seq":{seq}}}'.encode(), seq=seq)
+        seqs.append(seq)
+    return seqs
+
+
+def test_commits_before_publishing_and_forgets_only_on_ack(tmp_path: Path) -> None:
+    db_path = tmp_path / DB_NAME
+
+    def committed(topic: str, payload: bytes) -> None:  # runs inside publish(): the row must be on disk
+        with sqlite3.connect(db_path) as db:
+            assert db.execute("SELECT count(*) FROM outbox WHERE payload = ?", (payload,)).fetchone()[0] == 1
+
+    publisher = FakePublisher(check=committed)
+    outbox = Outbox(tmp_path).start(publisher)
+    add_results(outbox, 50)
+    wait_for(lambda: len(publisher.sent) == 50)
+    assert outbox.stats().pending == 50  # published but not acknowledged
+    publisher.ack_all()
+    wait_for(lambda: outbox.stats().pending == 0)
+    stats = outbox.stats()
+    assert (stats.retained, stats.acked, stats.last_seq) == (50, 50, 50)
+    outbox.close()
+
+
+def test_pending_survive_a_restart_and_go_first_in_order(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path).start(FakePublisher())  # publishes, never acknowledged
+    add_results(outbox, 20)
+    outbox.close()
+    assert read_stats(tmp_path).pending == 20
+
+    publisher = FakePublisher()
+    again = Outbox(tmp_path).start(publisher)
+    assert again.reserve_seq() == 21  # seq continues across restarts
+    wait_for(lambda: len(publisher.sent) == 20)
+    assert [p for _, p, _ in publisher.sent] == [f'{{"seq":{i}}}'.encode() for i in range(1, 21)]
+    publisher.ack_all()
+    wait_for(lambda: again.stats().pending == 0)
+    again.close()
+
+
+def test_nothing_published_while_disconnected(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    publisher.connected = False
+    outbox = Outbox(tmp_path).start(publisher)
+    add_results(outbox, 5)
+    wait_for(lambda: outbox.stats().pending == 5)
+    assert publisher.sent == []
+    publisher.connected = True
+    outbox.kick()
+    wait_for(lambda: len(publisher.sent) == 5)
+    outbox.close()
+
+
+def test_window_bounds_messages_in_flight(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    outbox = Outbox(tmp_path, OutboxPolicy(window=10)).start(publisher)
+    add_results(outbox, 35)
+    wait_for(lambda: len(publisher.sent) == 10)
+    time.sleep(0.1)
+    assert len(publisher.sent) == 10
+    for _ in range(3):
+        publisher.ack_all()
+        wait_for(lambda: len(publisher.sent) > 0)
+    publisher.ack_all()
+    wait_for(lambda: outbox.stats().pending == 0)
+    outbox.close()
+
+
+def test_count_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    publisher.connected = False
+    outbox = Outbox(tmp_path, OutboxPolicy(max_pending=5)).start(publisher)
+    add_results(outbox, 12)
+    wait_for(lambda: outbox.stats().pending == 5)
+    assert outbox.stats().dropped == 7
+    outbox.close()
+    stats = read_stats(tmp_path)
+    assert (stats.pending, stats.dropped) == (5, 7)
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        kept = [r[0] for r in db.execute("SELECT seq FROM outbox ORDER BY seq")]
+    assert kept == [8, 9, 10, 11, 12]  # the newest stay
+
+
+def test_byte_bound_drops_oldest(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    publisher.connected = False
+    outbox = Outbox(tmp_path, OutboxPolicy(max_bytes=100)).start(publisher)
+    for i in range(10):
+        outbox.add("t", b"x" * 30, kind="telemetry")
+        del i
+    wait_for(lambda: outbox.stats().dropped == 7)
+    assert outbox.stats().pending_bytes == 90
+    outbox.close()
+
+
+def test_age_bound_drops_old_pending(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    publisher.connected = False
+    outbox = Outbox(tmp_path, OutboxPolicy(max_age_s=0.2, housekeeping_s=0.05)).start(publisher)
+    add_results(outbox, 3)
+    wait_for(lambda: outbox.stats().dropped == 3)
+    assert outbox.stats().pending == 0
+    outbox.close()
+
+
+def test_retention_and_replay(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    outbox = Outbox(tmp_path, OutboxPolicy(retain_max=5, housekeeping_s=0.05)).start(publisher)
+    add_results(outbox, 10)
+    outbox.add("edge/d/telemetry", b"{}", kind="telemetry")
+    wait_for(lambda: len(publisher.sent) == 11)
+    rows, missing = outbox.replay(3, 4)
+    assert [r[0] for r in rows] == [3, 4] and missing == []  # pending ones can be replayed too
+    publisher.ack_all()
+    wait_for(lambda: outbox.stats().retained == 5)
+    rows, missing = outbox.replay(1, 20)
+    assert [r[0] for r in rows] == [7, 8, 9, 10]  # the telemetry row took one retained slot
+    assert missing == [1, 2, 3, 4, 5, 6]  # past the retention bound: reported, not invented
+    assert rows[0][1] == "edge/d/results" and rows[0][2] == b'{"seq":7}'
+    outbox.close()
+
+
+def test_rejected_messages_are_counted_and_dropped(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    outbox = Outbox(tmp_path).start(publisher)
+    add_results(outbox, 3)
+    wait_for(lambda: len(publisher.sent) == 3)
+    publisher.ack_all(accepted=False)
+    wait_for(lambda: outbox.stats().rejected == 3)
+    assert outbox.stats().pending == 0
+    outbox.close()
+
+
+def test_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutboxError, match="check --state-dir"):
+        Outbox(blocker)
+    with pytest.raises(OutboxError, match="no outbox at"):
+        read_stats(tmp_path / "nowhere")
