@@ -76,7 +76,8 @@ class FakePublisher:
         if self.check is not None:
             self.check(topic, payload)
         with self.lock:
-            self.sent.append((topic, bytes(payload if isinstance(payload, bytes) else payload.encode()), on_ack))
+            data = payload if isinstance(payload, bytes) else payload.encode()
+            self.sent.append((topic, data, on_ack))
 
     def ack_all(self, accepted: bool = True) -> None:
         with self.lock:
