@@ -5,7 +5,13 @@ Built-in sinks live here (stdout JSON lines, a JSON-lines file); the MQTT sink i
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from edge.errors import ConfigError
 
 
 class Sink(Protocol):
@@ -14,3 +20,53 @@ class Sink(Protocol):
     def emit(self, record: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
+
+
+def dumps(record: dict[str, Any]) -> str:
+    """One compact JSON line."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+
+
+class StdoutSink:
+    """One JSON line per result on stdout (or ``stream``), flushed so a pipe sees it at once."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def emit(self, record: dict[str, Any]) -> None:
+        stream = self.stream or sys.stdout
+        with self._lock:
+            stream.write(dumps(record) + "\n")
+            stream.flush()
+
+    def close(self) -> None:
+        (self.stream or sys.stdout).flush()
+
+
+class JsonlFileSink:
+    """Appends one JSON line per result to a file; each line is flushed so a crash loses at most one."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle: TextIO | None = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot open results file {self.path}: {exc.strerror}; check the path"
+            ) from exc  # noqa: E501
+        self._lock = threading.Lock()
+
+    def emit(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            if self._handle is None:
+                return
+            self._handle.write(dumps(record) + "\n")
+            self._handle.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None

@@ -1,0 +1,221 @@
+"""``edge run``: run a model on files, folders, a watched folder or a snapshot URL; results to sinks."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edge.cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK, sync_hooks, update_hooks
+from edge.errors import ConfigError
+
+NAME = "run"
+HELP = "run a model on images: files, folders, --watch DIR or --url URL; one result per input"
+log = logging.getLogger(__name__)
+
+
+class _Shutdown(Exception):
+    """SIGTERM: stop taking inputs, flush and close."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", nargs="?", help="a .tflite file or model package")
+    parser.add_argument("inputs", metavar="INPUT", nargs="*", help="image files or folders")
+    parser.add_argument("--config", type=Path, help="device config file (TOML); flags given here win")
+    parser.add_argument("--profile", help="device profile (devices/*.toml) for threads, backend, delegate")
+    parser.add_argument("--watch", type=Path, metavar="DIR", help="run on each new file dropped into DIR")
+    parser.add_argument("--url", metavar="URL", help="poll a snapshot URL (http/https)")
+    parser.add_argument("--interval", type=float, default=5.0, metavar="S", help="seconds between snapshots")
+    parser.add_argument("--limit", type=int, metavar="N", help="stop after N inputs")
+    parser.add_argument("--json", action="store_true", help="one JSON line per input on stdout")
+    parser.add_argument("--output", type=Path, metavar="FILE", help="also append JSON lines to FILE")
+    parser.add_argument("--task", choices=("classification", "detection", "raw"), help="override the task")
+    parser.add_argument("--labels", type=Path, metavar="FILE", help="labels file, one per line")
+    parser.add_argument(
+        "--mean", type=float, nargs="+", help="input mean (pixel - mean) / std, 1 or 3 values"
+    )
+    parser.add_argument("--std", type=float, nargs="+", help="input std, 1 or 3 values")
+    parser.add_argument("--top-k", dest="top_k", type=int, default=5, help="classes to report (default 5)")
+    parser.add_argument("--threshold", type=float, default=0.0, help="minimum score to report (0..1)")
+    parser.add_argument("--resize", choices=("stretch", "letterbox", "crop"), help="how images fit the model")
+    parser.add_argument("--backend", default="auto", help="auto, litert, tflite-runtime or tensorflow")
+    parser.add_argument(
+        "--threads", type=int, help="interpreter threads (default: the profile's or 1 per core)"
+    )
+    parser.add_argument("--delegate", help="edgetpu, cpu, or a delegate library path")
+    parser.add_argument("--device", help="Edge TPU device: usb, usb:N, pci, pci:N")
+    parser.add_argument(
+        "--require-accelerator", action="store_true", help="fail instead of falling back to the CPU"
+    )
+    sync_hooks.add_sync_arguments(parser)
+    update_hooks.add_update_arguments(parser)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge run")
+    add_arguments(parser)
+    return parser
+
+
+def _apply_settings(args: argparse.Namespace) -> None:
+    """Fill unset options from --config (and its profile) or --profile; command-line flags win."""
+    if getattr(args, "config", None) is None and not getattr(args, "profile", None):
+        return
+    from edge import config
+
+    parser = _parser()
+    if args.config is not None:
+        config.apply_config(args, parser, args.config)
+    else:
+        config.apply_profile(args, parser, args.profile)
+
+
+def _one(values: list[float] | None) -> Any:
+    return None if values is None else tuple(values)
+
+
+def _inputs(args: argparse.Namespace, stop: threading.Event) -> Iterator[Any]:
+    from edge.sources import expand_paths, poll_url, watch_folder
+
+    streams: list[Iterator[Any]] = []
+    if args.inputs:
+        streams.append(expand_paths(args.inputs))
+    if args.watch is not None:
+        streams.append(watch_folder(args.watch, stop))
+    if args.url:
+        streams.append(poll_url(args.url, args.interval, stop))
+    if not streams:
+        raise ConfigError("no input given; pass image files or folders, --watch DIR or --url URL")
+    items: Iterator[Any] = itertools.chain(*streams) if len(streams) > 1 else streams[0]
+    return itertools.islice(items, args.limit) if args.limit else items
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise ConfigError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.url:
+        from edge.sources import check_url
+
+        check_url(args.url)
+        if args.interval <= 0:
+            raise ConfigError(f"--interval must be more than 0 seconds, got {args.interval}")
+    if args.watch is not None and not Path(args.watch).is_dir():
+        raise ConfigError(f"--watch {args.watch}: not a folder; create it or check the path")
+
+
+def human_line(record: dict[str, Any]) -> str:
+    """One readable line for a result record."""
+    name = record["input"]
+    if record.get("error"):
+        return f"{name}: error: {record['error'].removeprefix(name + ': ')}"
+    ms = record["timing_ms"]["total"]
+    if "classes" in record:
+        body = (
+            ", ".join(f"{c['label']} {c['score']:.2f}" for c in record["classes"])
+            or "(nothing above threshold)"
+        )
+    elif "objects" in record:
+        objects = record["objects"]
+        body = f"{len(objects)} object(s)" + "".join(
+            f"; {o['label']} {o['score']:.2f} at {[round(v) for v in o['box']]}" for o in objects[:5]
+        )
+    else:
+        body = ", ".join(f"{k}{list(_shape(v))}" for k, v in record.get("outputs", {}).items())
+    return f"{name}: {body}  ({ms:.1f} ms)"
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        value = value[0] if value else None
+    return tuple(shape)
+
+
+class _HumanSink:
+    def emit(self, record: dict[str, Any]) -> None:
+        print(human_line(record), flush=True)
+
+    def close(self) -> None:
+        sys.stdout.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    _apply_settings(args)
+    _check(args)
+    from edge.model import load_model
+    from edge.pipeline import Pipeline
+    from edge.sinks import JsonlFileSink, StdoutSink
+
+    model_path = args.model if args.model else update_hooks.wait_for_active_model(args)
+    model = load_model(
+        model_path,
+        backend=args.backend or "auto",
+        threads=args.threads,
+        task=args.task,
+        mean=_one(args.mean),
+        std=_one(args.std),
+        delegate=args.delegate,
+        device=args.device,
+        require_accelerator=bool(args.require_accelerator),
+        labels=args.labels,
+    )
+    sinks: list[Any] = [StdoutSink() if args.json else _HumanSink()]
+    if args.output is not None:
+        sinks.append(JsonlFileSink(args.output))
+    pipeline = Pipeline(model, top_k=args.top_k, threshold=args.threshold, resize=args.resize, sinks=sinks)
+    session = sync_hooks.start_sync(args, pipeline)
+    if session is not None:
+        for sink in session.sinks:
+            pipeline.add_sink(sink)
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        stop.set()
+        raise _Shutdown()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+    failed = total = 0
+    interrupted = False
+    try:
+        for result in pipeline.run(_inputs(args, stop)):
+            total += 1
+            failed += result.error is not None
+    except (KeyboardInterrupt, _Shutdown):
+        interrupted = True
+    finally:
+        stop.set()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+        if session is not None:
+            session.close()
+        pipeline.close()
+    _summary(pipeline.stats(), total, failed, interrupted, model)
+    if total == 0 and not interrupted:
+        return EXIT_ERROR
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _summary(stats: dict[str, Any], total: int, failed: int, interrupted: bool, model: Any) -> None:
+    invoke, whole = stats["invoke"], stats["total"]
+    note = " (stopped)" if interrupted else ""
+    print(
+        f"edge run: {total} input(s), {failed} failed{note}; "
+        f"{model.name} v{model.version} on {model.backend_name}; "
+        f"invoke p50 {invoke['p50']:.2f} ms p95 {invoke['p95']:.2f} ms; total p50 {whole['p50']:.2f} ms",
+        file=sys.stderr,
+    )
+    log.debug("stats: %s", json.dumps(stats))

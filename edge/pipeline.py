@@ -1,0 +1,340 @@
+"""The inference pipeline: decode -> preprocess -> invoke -> postprocess, with one interpreter reused.
+
+``Pipeline.run`` decodes the next input on a worker thread while the current one is invoked (Pillow
+and the interpreter both release the GIL). A bad input gives a result with ``error`` set and the run goes
+on. ``swap_model`` replaces the model between two inferences; every result names the model version that
+produced it. Results go to every sink as ``result.to_json()`` (schema: ``docs/results-schema.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from edge.errors import ConfigError, EdgeError, InputError
+from edge.model import Model, to_input_tensor
+from edge.preprocess import DEFAULT_MAX_PIXELS, Geometry, check_mode, fit, load_upright
+from edge.sinks import Sink
+from edge.sources import InputItem
+from edge.stats import RollingStats
+from edge.tasks import TaskContext, TaskResult, get_decoder
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_DONE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Milliseconds spent in each stage of one inference."""
+
+    decode: float = 0.0
+    preprocess: float = 0.0
+    invoke: float = 0.0
+    postprocess: float = 0.0
+    total: float = 0.0
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "decode": round(self.decode, 3),
+            "preprocess": round(self.preprocess, 3),
+            "invoke": round(self.invoke, 3),
+            "postprocess": round(self.postprocess, 3),
+            "total": round(self.total, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceResult:
+    """The outcome of one input: the task's result, or ``error``; always the model that handled it."""
+
+    input: str
+    model_name: str
+    model_version: int
+    task: str
+    result: TaskResult | None
+    timing: Timing
+    error: str | None = None
+    image_size: tuple[int, int] | None = None  # original (width, height) when the input was an image
+    time: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "time": self.time,
+            "input": self.input,
+            "model": {"name": self.model_name, "version": self.model_version},
+            "task": self.task,
+        }
+        if self.result is not None:
+            record.update(self.result.to_json())
+        if self.image_size is not None:
+            record["image"] = {"width": self.image_size[0], "height": self.image_size[1]}
+        record["timing_ms"] = self.timing.to_json()
+        record["error"] = self.error
+        return record
+
+
+@dataclass(slots=True)
+class _Prepared:
+    name: str
+    item: Any
+    model: Model
+    tensor: np.ndarray | None = None
+    geometry: Geometry | None = None
+    image_size: tuple[int, int] | None = None
+    decode_ms: float = 0.0
+    preprocess_ms: float = 0.0
+    error: str | None = None
+
+
+def input_name(item: Any) -> str:
+    if isinstance(item, InputItem):
+        return item.name
+    if isinstance(item, str | Path):
+        return str(item)
+    if isinstance(item, bytes | bytearray | memoryview):
+        return f"<{len(item)} bytes>"
+    if isinstance(item, Image.Image):
+        return f"<image {item.width}x{item.height}>"
+    if isinstance(item, np.ndarray):
+        return f"<array {list(item.shape)}>"
+    return f"<{type(item).__name__}>"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Pipeline:
+    """Runs a model on inputs; thread-safe ``swap_model`` and ``set_options``; rolling stats."""
+
+    def __init__(
+        self,
+        model: Model,
+        top_k: int = 5,
+        threshold: float = 0.0,
+        resize: str | None = None,
+        sinks: Sequence[Sink] = (),
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        stats_window: int = 1000,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._model = model
+        self.resize = check_mode(resize) if resize is not None else None
+        self.sinks: list[Sink] = list(sinks)
+        self.max_pixels = max_pixels
+        self._stats = RollingStats(stats_window)
+        self.top_k, self.threshold = 5, 0.0
+        self.set_options(top_k=top_k, threshold=threshold)
+
+    # -------------------------------------------------------------------------------- configuration
+
+    @property
+    def model(self) -> Model:
+        with self._lock:
+            return self._model
+
+    def swap_model(self, new_model: Model) -> None:
+        """Use ``new_model`` from the next inference on; the one running finishes with the old model."""
+        if not isinstance(new_model, Model):
+            raise ConfigError(f"swap_model needs a loaded Model, got {type(new_model).__name__}")
+        with self._lock:
+            old, self._model = self._model, new_model
+        log.info("model swapped: %s v%s -> %s v%s", old.name, old.version, new_model.name, new_model.version)
+
+    def set_options(self, top_k: int | None = None, threshold: float | None = None) -> None:
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ConfigError(f"top_k must be a whole number of at least 1, got {top_k!r}")
+        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+            raise ConfigError(f"threshold must be between 0 and 1, got {threshold!r}")
+        with self._lock:
+            if top_k is not None:
+                self.top_k = top_k
+            if threshold is not None:
+                self.threshold = float(threshold)
+
+    def add_sink(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def stats(self) -> dict[str, Any]:
+        """Per-stage p50/p95/p99/mean (ms) over the recent window, plus count, errors and fps."""
+        return self._stats.snapshot()
+
+    def close(self) -> None:
+        """Close every sink (flushing what they buffer)."""
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # a broken sink must not stop the others from closing
+                log.warning("closing sink %r failed: %s", sink, exc)
+
+    # ------------------------------------------------------------------------------------- running
+
+    def infer(self, item: Any) -> InferenceResult:
+        """One input (path, bytes, PIL image, numpy array or InputItem) to one result; never raises for it."""
+        return self._finish(self._prepare(item, self.model))
+
+    def run(self, items: Iterable[Any]) -> Iterator[InferenceResult]:
+        """Results in input order; the next input is decoded while the current one is invoked."""
+        slots: queue.Queue[Any] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for item in items:
+                    prepared = self._prepare(item, self.model)
+                    while not stop.is_set():
+                        try:
+                            slots.put(prepared, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            except BaseException as exc:  # re-raised in the consumer
+                slots.put(exc)
+                return
+            slots.put(_DONE)
+
+        worker = threading.Thread(target=produce, name="edge-decode", daemon=True)
+        worker.start()
+        try:
+            while True:
+                got = slots.get()
+                if got is _DONE:
+                    return
+                if isinstance(got, BaseException):
+                    raise got
+                yield self._finish(got)
+        finally:
+            stop.set()
+
+    def _resize_mode(self, model: Model) -> str:
+        if self.resize is not None:
+            return self.resize
+        return "letterbox" if model.task == "detection" else "stretch"
+
+    def _prepare(self, item: Any, model: Model) -> _Prepared:
+        """Decode and preprocess (the part that runs ahead on the worker thread)."""
+        name = input_name(item)
+        prepared = _Prepared(name, item, model)
+        payload = item
+        if isinstance(item, InputItem):
+            if item.error is not None:
+                prepared.error = item.error
+                return prepared
+            payload = item.payload
+        spec = model.input
+        start = time.perf_counter()
+        try:
+            if isinstance(payload, np.ndarray) and _is_tensor_shaped(payload, spec.tensor.shape):
+                decoded = time.perf_counter()
+                prepared.tensor = to_input_tensor(payload, spec)
+            else:
+                if not spec.is_image:
+                    raise InputError(
+                        f"model input {list(spec.tensor.shape)} is not an image; pass a numpy array of that "
+                        "shape through the Python API"
+                    )
+                mode = self._resize_mode(model)
+                image, upright = load_upright(payload, (spec.width, spec.height), mode, self.max_pixels)
+                decoded = time.perf_counter()
+                ready = fit(image, upright, spec.width, spec.height, spec.channels, mode, name=name)
+                prepared.tensor = to_input_tensor(ready.pixels, spec)
+                prepared.geometry, prepared.image_size = ready.geometry, upright
+        except EdgeError as exc:
+            prepared.error = str(exc)
+            return prepared
+        except Exception as exc:  # an input must never take the run down
+            log.debug("unexpected failure preparing %s", name, exc_info=True)
+            prepared.error = f"{name}: cannot use this input ({type(exc).__name__}: {exc})"
+            return prepared
+        done = time.perf_counter()
+        prepared.decode_ms = (decoded - start) * 1000
+        prepared.preprocess_ms = (done - decoded) * 1000
+        return prepared
+
+    def _finish(self, prepared: _Prepared) -> InferenceResult:
+        """Invoke and postprocess with the current model (re-preparing if the swap changed the input)."""
+        with self._lock:
+            model, top_k, threshold = self._model, self.top_k, self.threshold
+        if model is not prepared.model and prepared.error is None and model.input != prepared.model.input:
+            prepared = self._prepare(prepared.item, model)
+        timing = Timing(prepared.decode_ms, prepared.preprocess_ms)
+        result = None
+        error = prepared.error
+        if error is None and prepared.tensor is not None:
+            try:
+                start = time.perf_counter()
+                raw = model.invoke(prepared.tensor)
+                invoked = time.perf_counter()
+                context = TaskContext(
+                    output_names=tuple(o.name for o in model.outputs),
+                    label=model.label,
+                    top_k=top_k,
+                    threshold=threshold,
+                    geometry=prepared.geometry,
+                    input_size=(model.input.width, model.input.height),
+                    num_labels=len(model.labels),
+                )
+                result = get_decoder(model.task)(model.dequantized(raw), context)
+                finished = time.perf_counter()
+                invoke_ms, post_ms = (invoked - start) * 1000, (finished - invoked) * 1000
+                timing = Timing(
+                    prepared.decode_ms,
+                    prepared.preprocess_ms,
+                    invoke_ms,
+                    post_ms,
+                    prepared.decode_ms + prepared.preprocess_ms + invoke_ms + post_ms,
+                )
+            except EdgeError as exc:
+                error = str(exc)
+            except Exception as exc:
+                log.debug("unexpected failure running %s", prepared.name, exc_info=True)
+                error = f"{prepared.name}: inference failed ({type(exc).__name__}: {exc})"
+        if error is not None and not error.startswith(prepared.name):
+            error = f"{prepared.name}: {error}" if prepared.name not in error else error
+        outcome = InferenceResult(
+            input=prepared.name,
+            model_name=model.name,
+            model_version=model.version,
+            task=model.task,
+            result=None if error else result,
+            timing=timing,
+            error=error,
+            image_size=prepared.image_size,
+            time=_now(),
+        )
+        self._stats.record(timing.to_json(), failed=error is not None)
+        self._emit(outcome)
+        return outcome
+
+    def _emit(self, outcome: InferenceResult) -> None:
+        if not self.sinks:
+            return
+        record = outcome.to_json()
+        for sink in list(self.sinks):
+            try:
+                sink.emit(record)
+            except Exception as exc:  # one broken sink must not lose results for the others
+                log.warning("sink %r failed: %s", sink, exc)
+
+
+def _is_tensor_shaped(array: np.ndarray, shape: tuple[int, ...]) -> bool:
+    return tuple(array.shape) == shape or (1,) + tuple(array.shape) == shape

@@ -1,0 +1,66 @@
+"""Rolling per-stage latency statistics (p50/p95/p99 over the last ``window`` inferences), thread-safe."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+STAGES = ("decode", "preprocess", "invoke", "postprocess", "total")
+
+
+class RollingStats:
+    """Keeps the last ``window`` timings of each stage, the count, the error count and the frame rate."""
+
+    def __init__(self, window: int = 1000) -> None:
+        self._lock = threading.Lock()
+        self._samples: dict[str, deque[float]] = {stage: deque(maxlen=window) for stage in STAGES}
+        self._finished: deque[float] = deque(maxlen=window)
+        self.count = 0
+        self.errors = 0
+        self._started = time.monotonic()
+
+    def record(self, timing_ms: dict[str, float], failed: bool = False) -> None:
+        with self._lock:
+            self.count += 1
+            self._finished.append(time.monotonic())
+            if failed:
+                self.errors += 1
+                return
+            for stage, value in timing_ms.items():
+                if stage in self._samples:
+                    self._samples[stage].append(value)
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"count", "errors", "fps", "<stage>": {"p50", "p95", "p99", "mean", "n"}}``, milliseconds."""
+        with self._lock:
+            stages = {stage: list(samples) for stage, samples in self._samples.items()}
+            finished = list(self._finished)
+            count, errors = self.count, self.errors
+        result: dict[str, Any] = {"count": count, "errors": errors, "fps": _fps(finished)}
+        for stage, values in stages.items():
+            result[stage] = percentiles(values)
+        return result
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "mean": 0.0, "n": 0}
+    array = np.asarray(values, dtype=np.float64)
+    p50, p95, p99 = np.percentile(array, [50, 95, 99])
+    return {
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "mean": float(array.mean()),
+        "n": len(values),
+    }
+
+
+def _fps(finished: list[float]) -> float:
+    if len(finished) < 2 or finished[-1] <= finished[0]:
+        return 0.0
+    return (len(finished) - 1) / (finished[-1] - finished[0])
