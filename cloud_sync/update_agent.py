@@ -189,7 +189,21 @@ class UpdateAgent:
         except PayloadError as exc:
             self.malformed += 1
             log.warning("malformed offer on %s: %s", topic, exc)
-            self._publish(self._status("rejected", reason=f"malformed offer: {exc}"))
+            described = describe_offer(payload)
+            if described.sha256 and self.store.outcome(described.sha256) is not None:
+                return
+            if described.sha256:
+                self.store.record_outcome(
+                    described.sha256, "rejected", described.name, described.version, str(exc)
+                )
+            self._publish(
+                replace(
+                    self._status("rejected", reason=f"refused offer: {exc}"),
+                    name=described.name,
+                    version=described.version,
+                    sha256=described.sha256,
+                )
+            )
             return
         self._offers[topic] = offer
         self._consider(offer, topic)
@@ -469,6 +483,27 @@ class UpdateAgent:
 
     def chunk_topic_for(self, sha256: str, index: int) -> str:
         return chunk_topic(self.prefix, self.device_id, sha256, index)
+
+
+def describe_offer(payload: bytes) -> Status:
+    """Best effort name, version and sha256 of an offer that failed to parse (for the rejection status)."""
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        return Status(device="", state="rejected")
+    sha = data.get("sha256")
+    version = data.get("version")
+    return Status(
+        device="",
+        state="rejected",
+        name=str(data.get("name", ""))[:100],
+        version=version if isinstance(version, int) and not isinstance(version, bool) else 0,
+        sha256=sha
+        if isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
+        else "",
+    )
 
 
 def _entry_json(entry: StoreEntry | None) -> dict[str, Any] | None:

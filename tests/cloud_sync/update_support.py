@@ -146,9 +146,11 @@ def watching(url: str, prefix: str = "edge") -> Iterator[StatusWatcher]:
 
 
 @contextlib.contextmanager
-def publishing(url: str, package: bytes, **options: Any) -> Iterator[Publisher]:
+def publishing(
+    url: str, package: bytes, publisher_class: type[Publisher] = Publisher, **options: Any
+) -> Iterator[Publisher]:
     connection = connect(url, "publisher")
-    publisher = Publisher(connection, package, **options).start()
+    publisher = publisher_class(connection, package, **options).start()
     try:
         yield publisher
     finally:
