@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge.errors import ConfigError
-from edge.profiles import BACKENDS, RESIZE_MODES, list_profiles, load_profile
+from edge.profiles import BACKENDS, DEVICE_PATTERN, RESIZE_MODES, list_profiles, load_profile
 
 TASKS = ("classification", "detection", "raw")
 MQTT_VERSIONS = ("5", "3.1.1")
@@ -149,6 +149,7 @@ KEYS: tuple[Key, ...] = (
     Key("input.url", "url", _url("http", "https"), "snapshot URL polled every input.interval seconds"),
     Key("input.interval", "interval", _positive, "seconds between two snapshots of input.url"),
     Key("task.task", "task", _choice(*TASKS), "how outputs are decoded (default: the manifest's task)"),
+    Key("task.labels", "labels", _string, "labels file, one per line (default: the manifest's)", paths=True),
     Key("task.top_k", "top_k", _integer(1), "classification: how many classes to report"),
     Key("task.threshold", "threshold", _number(0.0, 1.0), "minimum score of a reported class or object"),
     Key("task.resize", "resize", _choice(*RESIZE_MODES), "how an image is fitted to the model input"),
@@ -157,6 +158,11 @@ KEYS: tuple[Key, ...] = (
     Key("task.std", "std", _list(_number(0, strict=True), "numbers > 0", (1, 3)), "see task.mean"),
     Key("runtime.backend", "backend", _choice(*BACKENDS), "interpreter (default: the profile's)"),
     Key("runtime.threads", "threads", _integer(1), "interpreter threads (default: from the profile)"),
+    Key("runtime.delegate", "delegate", _string, "edgetpu, cpu or a delegate library path"),
+    Key("runtime.device", "device", _pattern(DEVICE_PATTERN, "usb, usb:N, pci or pci:N"),
+        "which Edge TPU (default: the profile's)"),
+    Key("runtime.require_accelerator", "require_accelerator", _boolean,
+        "fail when the accelerator is missing instead of falling back to the CPU"),
     Key("mqtt.url", "mqtt", _url("mqtt", "mqtts"), "broker, mqtt://[user:pass@]host[:port] or mqtts://..."),
     Key("mqtt.version", "mqtt_version", _mqtt_version, "MQTT protocol version: \"5\" or \"3.1.1\""),
     Key("mqtt.ca", "ca", _string, "CA certificate (PEM) that signed the broker's certificate", paths=True),
@@ -166,11 +172,15 @@ KEYS: tuple[Key, ...] = (
         "topic prefix: <prefix>/<device_id>/..."),
     Key("mqtt.device_id", "device_id", _pattern(NAME_PATTERN, "1-64 letters, digits, _, - or ."),
         "device id in topics (default: the host name)"),
-    Key("mqtt.telemetry_interval", "telemetry_interval", _positive, "seconds between telemetry messages"),
+    Key("mqtt.telemetry_interval", "telemetry_interval", _number(0.0),
+        "seconds between telemetry messages; 0 turns them off"),
     Key("homeassistant.discovery", "ha_discovery", _boolean, "publish Home Assistant MQTT discovery configs"),
     Key("homeassistant.labels", "ha_label", _list(_string, "label names"),
         "one binary_sensor per label, ON while the label is seen"),
     Key("homeassistant.off_delay", "ha_off_delay", _number(0.0), "seconds a label binary_sensor stays ON"),
+    Key("homeassistant.threshold", "ha_threshold", _number(0.0, 1.0), "minimum score for a label to count"),
+    Key("output.json", "json", _boolean, "print one JSON line per result on stdout (the journal)"),
+    Key("output.file", "output", _string, "also append JSON lines to this file", paths=True),
     Key("updates.trust", "trust", _list(_string, "public key files"),
         "Ed25519 public keys whose signed models this device accepts", paths=True),
 )
@@ -277,7 +287,7 @@ def _cross_checks(values: dict[str, Any]) -> list[str]:
             break
     needs_mqtt = ["mqtt.version", "mqtt.ca", "mqtt.cert", "mqtt.key", "mqtt.prefix", "mqtt.device_id",
                   "mqtt.telemetry_interval", "homeassistant.discovery", "homeassistant.labels",
-                  "homeassistant.off_delay", "updates.trust"]
+                  "homeassistant.off_delay", "homeassistant.threshold", "updates.trust"]
     for name in needs_mqtt:
         if has(name) and not url:
             errors.append(f"{name} is {values[name]!r} but mqtt.url is not set; it needs an MQTT broker")
@@ -291,7 +301,7 @@ def _cross_checks(values: dict[str, Any]) -> list[str]:
 def _missing_files(values: dict[str, Any]) -> list[str]:
     warnings = []
     for name, value in values.items():
-        if not KEY_BY_NAME[name].paths or name in ("state_dir", "input.watch"):
+        if not KEY_BY_NAME[name].paths or name in ("state_dir", "input.watch", "output.file"):
             continue
         for item in value if isinstance(value, list) else [value]:
             if not Path(item).exists():
@@ -300,8 +310,15 @@ def _missing_files(values: dict[str, Any]) -> list[str]:
 
 
 def explicit_dests(args: argparse.Namespace, parser: argparse.ArgumentParser) -> set[str]:
-    """Dests the user set on the command line: those whose value differs from the parser's default."""
-    return {dest for dest, value in vars(args).items() if value != parser.get_default(dest)}
+    """Dests the user set on the command line: those whose value differs from what argparse gives unset."""
+    explicit = set()
+    for action in parser._actions:
+        unset = parser.get_default(action.dest)
+        if unset is None and not action.option_strings and action.nargs == "*":
+            unset = []  # argparse turns an absent "*" positional into []
+        if hasattr(args, action.dest) and getattr(args, action.dest) != unset:
+            explicit.add(action.dest)
+    return explicit
 
 
 def fill_unset(

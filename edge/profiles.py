@@ -19,7 +19,7 @@ from typing import Any
 
 from edge.errors import ConfigError
 
-BACKENDS = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow")
+BACKENDS = ("auto", "litert", "tflite-runtime", "tensorflow")  # edge.backends names
 DELEGATES = ("none", "edgetpu")
 CONVERT_MODES = ("float32", "float16", "dynamic", "int8", "edgetpu")
 IO_TYPES = ("float", "int8", "uint8")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge.cli import main
 from edge.config import KEYS, apply_config, apply_profile, check_config, load_config
 from edge.errors import ConfigError
-from edge.profiles import load_profile
+from edge.profiles import BACKENDS, load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "devices" / "example-device.toml"
@@ -80,7 +82,7 @@ BROKEN = [
         'state_dir = "/s"\n[runtime]\nthreads = 2.5\n',
         ["runtime.threads is 2.5 (a number)", "an integer >= 1"],
     ),
-    ('state_dir = "/s"\n[runtime]\nbackend = "onnx"\n', ["runtime.backend is 'onnx'", "'ai-edge-litert'"]),
+    ('state_dir = "/s"\n[runtime]\nbackend = "onnx"\n', ["runtime.backend is 'onnx'", "'litert'"]),
     ('state_dir = "/s"\n[mqtt]\nurl = "http://broker"\n', ["mqtt.url is 'http://broker'", "mqtt://host"]),
     (
         'state_dir = "/s"\n[mqtt]\nurl = "mqtt://broker:99999"\n',
@@ -96,8 +98,8 @@ BROKEN = [
         ["mqtt.prefix is 'edge/#'", "without +, #, spaces"],
     ),
     (
-        'state_dir = "/s"\n[mqtt]\nurl = "mqtt://b"\ntelemetry_interval = 0\n',
-        ["mqtt.telemetry_interval is 0", "a number > 0"],
+        'state_dir = "/s"\n[mqtt]\nurl = "mqtt://b"\ntelemetry_interval = -1\n',
+        ["mqtt.telemetry_interval is -1", "a number >= 0.0"],
     ),
     ('state_dir = "/s"\n[mqtt]\nurl = "mqtts://b"\ncert = "c.pem"\n', ["mqtt.cert is", "without mqtt.key"]),
     ('state_dir = "/s"\n[mqtt]\nurl = "mqtt://b"\nca = "ca.pem"\n', ["mqtt.ca is set", "mqtts://"]),
@@ -171,7 +173,7 @@ def test_missing_referenced_files_warn_and_fail_only_with_strict(
 
 
 def run_parser() -> argparse.ArgumentParser:
-    """A parser with edge run's options as far as the config needs them (types as run.py declares them)."""
+    """A stand-in for edge run's parser (same dests and types), so these tests check edge.config alone."""
     parser = argparse.ArgumentParser()
     parser.add_argument("model", nargs="?")
     parser.add_argument("inputs", nargs="*", default=[])
@@ -233,3 +235,63 @@ def test_a_key_edge_run_cannot_take_is_an_error_not_silently_ignored(tmp_path: P
         ConfigError, match="input.url is 'http://cam/snap.jpg' but this 'edge run' has no option"
     ):
         apply_config(parser.parse_args([]), parser, path)
+
+
+def real_run_parser() -> argparse.ArgumentParser:
+    from edge.cli.commands import run
+
+    parser = argparse.ArgumentParser(prog="edge run")
+    run.add_arguments(parser)
+    return parser
+
+
+def test_the_runtime_profile_and_backend_names_agree_with_edge_run() -> None:
+    from edge.backends import backend_names
+
+    assert list(BACKENDS) == ["auto", *backend_names()]
+    dests = {action.dest for action in real_run_parser()._actions}
+    for dest in (
+        "model",
+        "inputs",
+        "profile",
+        "config",
+        "watch",
+        "url",
+        "interval",
+        "task",
+        "labels",
+        "top_k",
+        "threshold",
+        "resize",
+        "mean",
+        "std",
+        "backend",
+        "threads",
+        "delegate",
+        "device",
+        "require_accelerator",
+        "json",
+        "output",
+    ):
+        assert dest in dests, dest
+
+
+def test_edge_run_takes_its_settings_from_the_config_file_and_flags_win(
+    tmp_path: Path, assets: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert assets.digits_package is not None
+    path = write(
+        tmp_path,
+        f'profile = "raspberry-pi-4"\n[model]\npath = "{assets.digits_package}"\n'
+        f'[input]\npaths = ["{assets.digit_images}"]\n[task]\ntop_k = 1\n[output]\njson = true\n',
+    )
+    assert main(["config", "check", "--strict", str(path)]) == 0
+    assert main(["run", "--config", str(path)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(records) == len(list(assets.digit_images.glob("*.png"))) > 0
+    assert all(len(r["classes"]) == 1 for r in records)
+    right = sum(r["classes"][0]["label"] == Path(r["input"]).stem.split("_")[1] for r in records)
+    assert right / len(records) >= 0.9
+    assert main(["run", "--config", str(path), "--top-k", "3"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert records and all(len(r["classes"]) == 3 for r in records)

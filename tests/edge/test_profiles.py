@@ -94,7 +94,7 @@ GOOD = dict(
     [
         ({"threads": "-1"}, "threads is -1; allowed: an integer >= 0"),
         ({"threads": '"4"'}, "threads is '4'; allowed: an integer >= 0"),
-        ({"backend": '"onnx"'}, "backend is 'onnx'; allowed: auto, ai-edge-litert"),
+        ({"backend": '"onnx"'}, "backend is 'onnx'; allowed: auto, litert"),
         (
             {"convert_mode": '"int4"'},
             "convert_mode is 'int4'; allowed: float32, float16, dynamic, int8, edgetpu",
