@@ -1,9 +1,9 @@
 """Device profiles: what a Raspberry Pi, a Coral or a generic board wants from the runtime and the converter.
 
 A profile is one TOML file in ``devices/`` (documented in ``devices/README.md``). The package reaches that
-folder through ``edge/_devices``, a symlink to ``../devices`` that setuptools copies into an installed wheel
-as package data; ``EDGE_PROFILES_DIR`` points elsewhere (your own profiles). ``suggest_profile()`` picks
-one from the device tree model, ``/proc/cpuinfo``, the CPU architecture and Edge TPU presence.
+folder through ``edge/_devices``, a symlink to ``../devices`` that setuptools copies into a wheel as
+package data (``MANIFEST.in`` grafts it); ``EDGE_PROFILES_DIR`` points elsewhere. ``suggest_profile()``
+picks one from the device tree model, ``/proc/cpuinfo``, the CPU architecture and Edge TPU presence.
 """
 
 from __future__ import annotations
