@@ -11,6 +11,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,3 +241,39 @@ def test_the_broker_log_shows_the_denials(broker: ShippedBroker) -> None:
     kitchen.publish("edge/kitchen-cam/results", b"ok")
     kitchen.close()
     assert "Denied PUBLISH from test-kitchen-cam" in broker.log()
+
+
+# ------------------------------------------------------------------------------------------- packaging
+
+
+def test_a_wheel_built_from_the_checkout_carries_the_profiles_and_assets(tmp_path: Path) -> None:
+    root = DEVICES.parent
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv*", ".cache", "build", "dist", "*.egg-info", "__pycache__", "demo-out", ".*_cache"
+    )
+    shutil.copytree(root, source, symlinks=True, ignore=ignore)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = (tmp_path / "dist").glob("edge_runtime-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    shipped = {f"edge/_devices/{p.relative_to(DEVICES)}" for p in DEVICES.rglob("*") if p.is_file()}
+    assert shipped <= names, sorted(shipped - names)
+    assert {"edge/_devices/raspberry-pi-4.toml", "edge/_devices/mosquitto/acl"} <= names
