@@ -93,7 +93,8 @@ def float_ops(info: TFLiteFileInfo) -> list[OpIssue]:
         )
         if floats:
             issues.append(OpIssue(index, op.name, f"runs in {'/'.join(floats)}: no int8 kernel for this op"))
-    return issues
+    # QUANTIZE/DEQUANTIZE around a float op are its consequence, not the cause: name the cause.
+    return [i for i in issues if i.op not in ("QUANTIZE", "DEQUANTIZE")] or issues
 
 
 def edgetpu_fallback_ops(info: TFLiteFileInfo) -> list[OpIssue]:
