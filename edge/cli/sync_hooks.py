@@ -1,33 +1,110 @@
 """Composition root for ``edge run``: wires the MQTT side (cloud_sync) into the runtime.
 
-Contract (``edge/cli/commands/run.py`` calls these; the MQTT work fills them in):
+Contract (``edge/cli/commands/run.py`` calls these):
 
 - ``add_sync_arguments(parser)`` adds ``--mqtt``, ``--prefix``, ``--device-id``, ``--state-dir``, TLS and
   Home Assistant options to ``edge run``'s parser.
 - ``start_sync(args, pipeline)`` returns ``None`` when no ``--mqtt`` was given, else a ``SyncSession``
-  whose ``sinks`` receive every result record and whose ``close()`` flushes and disconnects.
+  whose ``sinks`` receive every result record, whose ``connection`` is the live ``MqttConnection``
+  (shared with the update agent) and whose ``close()`` flushes and disconnects.
 
-Only this module (and ``update_hooks``) may import ``cloud_sync`` from ``edge``.
+Only this module (and ``update_hooks``) may import ``cloud_sync`` from ``edge``; it does so inside
+``start_sync`` so ``edge --help`` never loads paho.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Protocol
 
+from edge.errors import ConfigError
 from edge.sinks import Sink
+
+DEFAULT_STATE_DIR = "edge-state"
 
 
 class SyncSession(Protocol):
     sinks: list[Sink]
+    connection: Any
 
     def close(self) -> None: ...
 
 
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more seconds")
+    return number
+
+
 def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the MQTT options to ``edge run``."""
+    """Add the MQTT options to ``edge run`` (and to ``edge outbox``, which shares them)."""
+    group = parser.add_argument_group("MQTT sync")
+    group.add_argument("--mqtt", metavar="URL", help="broker: mqtt://[user:pass@]host[:port] or mqtts://...")
+    group.add_argument("--mqtt-version", choices=("5", "3.1.1"), default="5", help="MQTT version (default 5)")
+    group.add_argument("--ca", help="CA certificate (PEM) that signed the broker's certificate (mqtts://)")
+    group.add_argument("--cert", help="client certificate (PEM) for brokers that require one")
+    group.add_argument("--key", help="private key (PEM) of --cert")
+    group.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    group.add_argument("--device-id", help="device id in topics (default: the host name)")
+    if "--state-dir" not in parser._option_string_actions:  # the model-update options may share it
+        group.add_argument("--state-dir", default=None,
+                           help=f"folder of the outbox and model store (default: ./{DEFAULT_STATE_DIR})")
+    group.add_argument("--telemetry-interval", type=_positive, default=30.0, metavar="SECONDS",
+                       help="seconds between telemetry messages; 0 turns them off (default: 30)")
+    group.add_argument("--ha-discovery", action="store_true", help="announce the device to Home Assistant")
+    group.add_argument("--ha-label", action="append", default=[], metavar="LABEL",
+                       help="a binary_sensor that is ON while LABEL is seen (repeatable)")
+    group.add_argument("--ha-off-delay", type=_positive, default=10.0, metavar="SECONDS",
+                       help="seconds without LABEL before its binary_sensor goes OFF (default: 10)")
+    group.add_argument("--ha-threshold", type=_positive, default=0.5, metavar="SCORE",
+                       help="minimum score for LABEL to count as seen (default: 0.5)")
+
+
+def device_options(args: argparse.Namespace) -> Any:
+    """``cloud_sync.device.DeviceOptions`` from parsed arguments (validated: errors name the flag)."""
+    from cloud_sync.connection import parse_broker_url
+    from cloud_sync.device import DeviceOptions
+    from cloud_sync.topics import check_prefix, check_segment, default_device_id
+
+    if args.ha_threshold > 1:
+        raise ConfigError(f"--ha-threshold {args.ha_threshold} is above 1; pass a score between 0 and 1")
+    if args.ha_label and not args.ha_discovery:
+        raise ConfigError("--ha-label needs --ha-discovery; add --ha-discovery")
+    device_id = args.device_id or default_device_id()
+    return DeviceOptions(
+        broker=parse_broker_url(args.mqtt, ca=args.ca, cert=args.cert, key=args.key),
+        device_id=check_segment(device_id, "device id", "--device-id"),
+        state_dir=Path(getattr(args, "state_dir", None) or DEFAULT_STATE_DIR),
+        prefix=check_prefix(args.prefix),
+        protocol=args.mqtt_version,
+        telemetry_interval_s=args.telemetry_interval,
+        ha_discovery=args.ha_discovery,
+        ha_labels=tuple(args.ha_label),
+        ha_off_delay_s=args.ha_off_delay,
+        ha_threshold=args.ha_threshold,
+    )
 
 
 def start_sync(args: argparse.Namespace, pipeline: Any) -> SyncSession | None:
-    """Connect to MQTT when ``--mqtt`` is set; None otherwise."""
-    return None
+    """Connect to MQTT when ``--mqtt`` is set; None otherwise.
+
+    A broker that refuses the credentials or the certificate raises ``BrokerError`` (one line, exit 2);
+    an unreachable broker is only a warning: results wait in the outbox until it is back.
+    """
+    if not getattr(args, "mqtt", None):
+        return None
+    from cloud_sync.device import DeviceSync
+    from edge.cli.update_hooks import start_updates
+
+    sync = DeviceSync(device_options(args), pipeline).start()
+    try:
+        sync.updates = start_updates(args, pipeline, sync.connection)
+    except BaseException:
+        sync.close(drain_timeout=0)
+        raise
+    return sync

@@ -1,0 +1,157 @@
+"""Commands on ``<prefix>/<id>/cmd/<name>``, each answered on ``.../cmd/<name>/reply``.
+
+``ping``, ``reload``, ``set`` (``top_k``, ``threshold``), ``snapshot`` (one inference now, on ``input`` or the
+last input seen) and ``replay`` (re-publish stored results ``from``..``to`` for a collector that found a gap).
+Commands run one at a time on a worker thread, never on the network thread. A payload that is not JSON,
+is oversized or has wrong fields is counted in ``bad_payloads``, logged with its topic, answered with
+``ok: false`` and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from cloud_sync.connection import Message, MqttConnection
+from cloud_sync.errors import PayloadError
+from cloud_sync.messages import decode_json, reply
+from cloud_sync.outbox import Outbox
+from cloud_sync.topics import DeviceTopics
+
+log = logging.getLogger(__name__)
+MAX_REPLAY = 10_000
+COMMANDS = ("ping", "reload", "set", "snapshot", "replay")
+
+
+def ranges(numbers: list[int]) -> list[list[int]]:
+    """``[1, 2, 3, 7]`` -> ``[[1, 3], [7, 7]]``."""
+    out: list[list[int]] = []
+    for n in numbers:
+        if out and n == out[-1][1] + 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n])
+    return out
+
+
+def _int(body: dict[str, Any], key: str, topic: str, minimum: int) -> int:
+    value = body.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise PayloadError(f"command on {topic}: {key!r} is {value!r}, expected an integer >= {minimum}")
+    return value
+
+
+class Commands:
+    """Receives commands, runs them on a worker thread, publishes replies."""
+
+    def __init__(
+        self,
+        connection: MqttConnection,
+        topics: DeviceTopics,
+        pipeline: Any,
+        outbox: Outbox,
+        emit: Callable[[dict[str, Any]], None],
+        last_input: Callable[[], Any],
+    ) -> None:
+        self.connection = connection
+        self.topics = topics
+        self.pipeline = pipeline
+        self.outbox = outbox
+        self.emit = emit
+        self.last_input = last_input
+        self.bad_payloads = 0
+        self.handled = 0
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=100)
+        self._thread = threading.Thread(target=self._work, name="mqtt-commands", daemon=True)
+        self._thread.start()
+        connection.subscribe(topics.cmd_filter, self.receive)
+
+    def receive(self, message: Message) -> None:
+        """Network thread: route to the worker (replies and unknown depth are ignored)."""
+        name = message.topic.rsplit("/", 1)[-1]
+        try:
+            self._queue.put_nowait((name, message.payload))
+        except queue.Full:
+            self.bad_payloads += 1
+            log.warning("command queue full; dropped a command on %s", message.topic)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            name, payload = item
+            topic = self.topics.cmd(name)
+            body: dict[str, Any] | None = None
+            try:
+                body = decode_json(payload, topic) if payload.strip() else {}
+                if name not in COMMANDS:
+                    raise PayloadError(f"unknown command {name!r} on {topic}; known: {', '.join(COMMANDS)}")
+                fields = getattr(self, f"_cmd_{name}")(body, topic)
+                answer = reply(body, True, **fields)
+                self.handled += 1
+            except PayloadError as exc:
+                self.bad_payloads += 1
+                log.warning("bad command payload: %s", exc)
+                answer = reply(body, False, error=str(exc))
+            except Exception as exc:
+                log.exception("command %s failed", name)
+                answer = reply(body, False, error=f"{type(exc).__name__}: {exc}")
+            self.connection.publish(self.topics.reply(name), answer, qos=1)
+
+    # ----------------------------------------------------------------- commands
+
+    def _cmd_ping(self, body: dict[str, Any], topic: str) -> dict[str, Any]:
+        return {"pong": True, "device": self.topics.device_id, "seq": self.outbox.last_seq}
+
+    def _cmd_reload(self, body: dict[str, Any], topic: str) -> dict[str, Any]:
+        reload = getattr(self.pipeline, "reload", None)
+        if reload is None:
+            raise PayloadError(f"command on {topic}: this pipeline cannot reload its model")
+        reload()
+        model = getattr(self.pipeline, "model", None)
+        return {"model": {"name": getattr(model, "name", None), "version": getattr(model, "version", None)}}
+
+    def _cmd_set(self, body: dict[str, Any], topic: str) -> dict[str, Any]:
+        unknown = sorted(set(body) - {"top_k", "threshold", "request_id"})
+        if unknown:
+            raise PayloadError(
+                f"command on {topic}: unknown field(s) {unknown}; 'set' takes top_k and threshold"
+            )
+        options: dict[str, Any] = {}
+        if "top_k" in body:
+            options["top_k"] = _int(body, "top_k", topic, 1)
+        if "threshold" in body:
+            value = body["threshold"]
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+                raise PayloadError(f"command on {topic}: 'threshold' is {value!r}, expected a number 0..1")
+            options["threshold"] = float(value)
+        if not options:
+            raise PayloadError(f"command on {topic}: nothing to set; pass top_k and/or threshold")
+        self.pipeline.set_options(**options)
+        return {"applied": options}
+
+    def _cmd_snapshot(self, body: dict[str, Any], topic: str) -> dict[str, Any]:
+        item = body.get("input", self.last_input())
+        if not isinstance(item, str) or not item:
+            raise PayloadError(f"command on {topic}: no input to run on; pass {{\"input\": \"IMAGE_PATH\"}}")
+        result = self.pipeline.infer(item)
+        record = result.to_json() if hasattr(result, "to_json") else dict(result)
+        self.emit(record)
+        return {"result": record}
+
+    def _cmd_replay(self, body: dict[str, Any], topic: str) -> dict[str, Any]:
+        first = _int(body, "from", topic, 1)
+        last = _int(body, "to", topic, first)
+        if last - first >= MAX_REPLAY:
+            last = first + MAX_REPLAY - 1
+        rows, missing = self.outbox.replay(first, last, MAX_REPLAY)
+        for _, result_topic, payload in rows:
+            self.connection.publish(result_topic, payload, qos=1)
+        log.info("replayed %d result(s) %d..%d (%d no longer held)", len(rows), first, last, len(missing))
+        return {"from": first, "to": last, "sent": len(rows), "missing": ranges(missing),
+                "last_seq": self.outbox.last_seq, "stream": self.outbox.stream}

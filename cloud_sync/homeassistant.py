@@ -1,0 +1,204 @@
+"""Home Assistant MQTT discovery: one device, five sensors, one binary_sensor per watched label.
+
+Configs go to ``homeassistant/<component>/edge_<id>/<object>/config`` (retained) and are re-published
+when ``homeassistant/status`` says ``online``. Sensor values come from ``<prefix>/<id>/state`` (JSON,
+retained, at most ``min_interval_s`` apart); each binary_sensor reads ``<prefix>/<id>/presence/<label>``
+(``ON``/``OFF``, retained): ON when the label is seen with a score at or above the threshold, OFF once it
+has not been seen for ``off_delay_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cloud_sync.messages import dumps
+from cloud_sync.topics import DeviceTopics
+from edge import __version__
+
+log = logging.getLogger(__name__)
+
+DISCOVERY_PREFIX = "homeassistant"
+BIRTH_TOPIC = f"{DISCOVERY_PREFIX}/status"
+SENSORS = (
+    # object id, name, value template, unit, extra
+    ("last_label", "Last label", "{{ value_json.label }}", None, {"icon": "mdi:tag"}),
+    ("last_score", "Last score", "{{ value_json.score }}", None, {"state_class": "measurement"}),
+    ("latency", "Inference latency", "{{ value_json.latency_ms }}", "ms",
+     {"state_class": "measurement", "device_class": "duration"}),
+    ("fps", "Frames per second", "{{ value_json.fps }}", "fps", {"state_class": "measurement"}),
+    ("model_version", "Model version", "{{ value_json.model_version }}", None, {"icon": "mdi:brain"}),
+)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_") or "x"
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    topics: DeviceTopics
+    labels: tuple[str, ...] = ()
+    off_delay_s: float = 10.0
+    threshold: float = 0.5
+    model_name: str | None = None
+
+    @property
+    def node_id(self) -> str:
+        return f"edge_{slug(self.topics.device_id)}"
+
+    @property
+    def state_topic(self) -> str:
+        return f"{self.topics.base}/state"
+
+    def presence_topic(self, label: str) -> str:
+        return f"{self.topics.base}/presence/{slug(label)}"
+
+    def device(self) -> dict[str, Any]:
+        return {
+            "identifiers": [self.node_id],
+            "name": f"Edge {self.topics.device_id}",
+            "manufacturer": "edge-runtime",
+            "model": self.model_name or "edge inference runtime",
+            "sw_version": __version__,
+        }
+
+    def availability(self) -> dict[str, Any]:
+        return {
+            "availability": [
+                {
+                    "topic": self.topics.status,
+                    "value_template": "{{ value_json.state }}",
+                    "payload_available": "online",
+                    "payload_not_available": "offline",
+                }
+            ],
+        }
+
+    def configs(self) -> dict[str, dict[str, Any]]:
+        """Discovery topic -> config payload."""
+        out: dict[str, dict[str, Any]] = {}
+        for object_id, name, template, unit, extra in SENSORS:
+            config: dict[str, Any] = {
+                "name": name,
+                "unique_id": f"{self.node_id}_{object_id}",
+                "object_id": f"{self.node_id}_{object_id}",
+                "state_topic": self.state_topic,
+                "value_template": template,
+                "device": self.device(),
+                **self.availability(),
+                **extra,
+            }
+            if unit:
+                config["unit_of_measurement"] = unit
+            out[f"{DISCOVERY_PREFIX}/sensor/{self.node_id}/{object_id}/config"] = config
+        for label in self.labels:
+            object_id = f"seen_{slug(label)}"
+            out[f"{DISCOVERY_PREFIX}/binary_sensor/{self.node_id}/{object_id}/config"] = {
+                "name": f"{label} seen",
+                "unique_id": f"{self.node_id}_{object_id}",
+                "object_id": f"{self.node_id}_{object_id}",
+                "state_topic": self.presence_topic(label),
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "device_class": "occupancy",
+                "device": self.device(),
+                **self.availability(),
+            }
+        return out
+
+
+def labels_seen(record: dict[str, Any]) -> dict[str, float]:
+    """label -> best score in a result record (``classes`` or ``objects``)."""
+    seen: dict[str, float] = {}
+    for key in ("classes", "objects"):
+        items = record.get(key)
+        if not isinstance(items, list):
+            continue
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("label"), str):
+                raw = item.get("score")
+                score = float(raw) if isinstance(raw, int | float) else 1.0
+                seen[item["label"]] = max(score, seen.get(item["label"], 0.0))
+    return seen
+
+
+def top_label(record: dict[str, Any]) -> tuple[str | None, float | None]:
+    best: tuple[str | None, float | None] = (None, None)
+    for label, score in labels_seen(record).items():
+        if best[1] is None or score > best[1]:
+            best = (label, score)
+    return best
+
+
+class HomeAssistant:
+    """Publishes discovery configs, the sensor state and the binary_sensor ON/OFF transitions."""
+
+    def __init__(self, discovery: Discovery, publish: Any, min_interval_s: float = 0.5) -> None:
+        self.discovery = discovery
+        self._publish = publish  # (topic, payload, qos, retain) -> Any
+        self.min_interval_s = min_interval_s
+        self._lock = threading.Lock()
+        self._last_seen: dict[str, float] = {}
+        self._state: dict[str, str] = {}
+        self._last_state_sent = 0.0
+
+    def announce(self) -> None:
+        """(Re-)publish every discovery config (retained) and the current ON/OFF states."""
+        for topic, config in self.discovery.configs().items():
+            self._publish(topic, dumps(config), 1, True)
+        with self._lock:
+            states = {label: self._state.get(label, "OFF") for label in self.discovery.labels}
+        for label, state in states.items():
+            self._publish(self.discovery.presence_topic(label), state, 1, True)
+        log.info("Home Assistant discovery published for %s", self.discovery.node_id)
+
+    def on_birth(self, payload: bytes) -> None:
+        if payload.strip().lower() == b"online":
+            self.announce()
+
+    def observe(self, record: dict[str, Any], fps: float | None, model_version: Any) -> None:
+        """Update sensors and presence from one result record."""
+        now = time.monotonic()
+        seen = labels_seen(record)
+        turned_on: list[str] = []
+        with self._lock:
+            for label in self.discovery.labels:
+                if seen.get(label, -1.0) >= self.discovery.threshold:
+                    self._last_seen[label] = now
+                    if self._state.get(label) != "ON":
+                        self._state[label] = "ON"
+                        turned_on.append(label)
+            send_state = now - self._last_state_sent >= self.min_interval_s
+            if send_state:
+                self._last_state_sent = now
+        for label in turned_on:
+            self._publish(self.discovery.presence_topic(label), "ON", 1, True)
+        if send_state:
+            top, score = top_label(record)
+            timing = record.get("timing_ms")
+            latency = timing.get("total") if isinstance(timing, dict) else None
+            state = {
+                "label": top,
+                "score": None if score is None else round(score, 4),
+                "latency_ms": latency,
+                "fps": None if fps is None else round(float(fps), 2),
+                "model_version": model_version,
+            }
+            self._publish(self.discovery.state_topic, dumps(state), 0, True)
+
+    def tick(self) -> None:
+        """Turn OFF labels not seen for ``off_delay_s``."""
+        now = time.monotonic()
+        turned_off: list[str] = []
+        with self._lock:
+            for label, state in self._state.items():
+                if state == "ON" and now - self._last_seen.get(label, 0.0) >= self.discovery.off_delay_s:
+                    self._state[label] = "OFF"
+                    turned_off.append(label)
+        for label in turned_off:
+            self._publish(self.discovery.presence_topic(label), "OFF", 1, True)

@@ -1,0 +1,90 @@
+"""``edge collect``: the cloud-side collector. Stores each distinct result once, reports and repairs gaps."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+from edge.cli import EXIT_FAILED, EXIT_OK
+
+NAME = "collect"
+HELP = "collect results from a fleet over MQTT into SQLite or PostgreSQL; report and repair seq gaps"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mqtt", metavar="URL", help="broker: mqtt://[user:pass@]host[:port] or mqtts://...")
+    parser.add_argument("--db", required=True, help="SQLite file, or a postgresql://user@host/db URL")
+    parser.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    parser.add_argument("--share", metavar="NAME", help="MQTT 5 shared subscription group (split the load)")
+    parser.add_argument("--print", action="store_true", help="print each new result as a JSON line")
+    parser.add_argument("--mqtt-version", choices=("5", "3.1.1"), default="5")
+    parser.add_argument("--ca", help="CA certificate (PEM) for mqtts://")
+    parser.add_argument("--cert", help="client certificate (PEM)")
+    parser.add_argument("--key", help="private key (PEM) of --cert")
+    parser.add_argument("--client-id", help="MQTT client id (default: derived from host, store and share)")
+    parser.add_argument("--no-repair", action="store_true", help="report gaps, do not ask devices to replay")
+    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS (default: run)")
+    parser.add_argument("--report", action="store_true", help="print the gap report of --db and exit")
+
+
+def _client_id(args: argparse.Namespace) -> str:
+    import hashlib
+    import socket
+
+    if args.client_id:
+        return str(args.client_id)
+    digest = hashlib.sha1(f"{args.db}|{args.share}".encode()).hexdigest()[:8]
+    return f"edge-collect-{socket.gethostname().split('.')[0]}-{digest}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from cloud_sync.collector import Collector, has_gaps, report_json, store_report
+    from cloud_sync.connection import MqttConnection, parse_broker_url
+    from cloud_sync.store import open_store
+    from cloud_sync.topics import check_prefix
+    from edge.errors import ConfigError
+
+    check_prefix(args.prefix)
+    store = open_store(args.db)
+    if args.report:
+        devices = store_report(store)
+        store.close()
+        print(report_json({"devices": devices}))
+        return EXIT_FAILED if has_gaps(devices) else EXIT_OK
+    if not args.mqtt:
+        raise ConfigError("edge collect needs --mqtt URL (or --report to read --db only)")
+    settings = parse_broker_url(args.mqtt, ca=args.ca, cert=args.cert, key=args.key)
+    connection = MqttConnection(
+        settings, _client_id(args), protocol=args.mqtt_version, clean_start=False, session_expiry=3600
+    )
+    lock = threading.Lock()
+
+    def print_result(body: dict[str, Any]) -> None:
+        with lock:
+            sys.stdout.write(json.dumps(body, separators=(",", ":")) + "\n")
+            sys.stdout.flush()
+
+    collector = Collector(
+        connection, store, prefix=args.prefix, share=args.share,
+        on_result=print_result if args.print else None, repair=not args.no_repair,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        collector.start()
+        print(f"edge collect: listening on {settings.url} for {args.prefix}/+/results -> {store.name}",
+              file=sys.stderr)
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait(args.duration)
+        collector.check_gaps()
+    finally:
+        collector.close()
+    doc = collector.report()
+    store.close()
+    print(report_json(doc), file=sys.stderr if args.print else sys.stdout)
+    return EXIT_FAILED if has_gaps(doc["devices"]) else EXIT_OK
