@@ -229,7 +229,7 @@ def check_config(path: str | Path) -> tuple[DeviceConfig | None, list[str]]:
         values[name] = value
     if not errors:
         errors.extend(_cross_checks(values))
-    warnings = [] if errors else _missing_files(values)
+    warnings = [] if errors else _missing_files(values) + _discovery_id(values)
     return DeviceConfig(path, values, tuple(warnings)), errors
 
 
@@ -296,6 +296,18 @@ def _cross_checks(values: dict[str, Any]) -> list[str]:
     if values.get("homeassistant.labels") and not values.get("homeassistant.discovery"):
         errors.append("homeassistant.labels is set but homeassistant.discovery is not true; enable discovery")
     return errors
+
+
+def _discovery_id(values: dict[str, Any]) -> list[str]:
+    """Home Assistant discovery slugs the device id; the shipped ACL allows only ``edge_<id>`` as is."""
+    device_id = values.get("mqtt.device_id")
+    if values.get("homeassistant.discovery") and device_id and not re.fullmatch(r"[a-z0-9_]+", device_id):
+        slug = re.sub(r"[^a-z0-9_]+", "_", device_id.lower()).strip("_")
+        return [
+            f"mqtt.device_id {device_id!r}: Home Assistant discovery topics use 'edge_{slug}', which the "
+            "ACL in devices/mosquitto/acl refuses; use a-z, 0-9 and _ only"
+        ]
+    return []
 
 
 def _missing_files(values: dict[str, Any]) -> list[str]:

@@ -25,8 +25,8 @@ DEVICES = Path(__file__).resolve().parents[2] / "devices"
 WAIT = 15.0
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 USERS = {
-    "kitchen-cam": "pw-kitchen",
-    "garage-cam": "pw-garage",
+    "kitchen_cam": "pw-kitchen",
+    "garage_cam": "pw-garage",
     "cloud": "pw-cloud",
     "homeassistant": "pw-ha",
 }
@@ -166,7 +166,7 @@ class Client:
 
 def test_the_shipped_config_refuses_anonymous_clients_and_wrong_passwords(broker: ShippedBroker) -> None:
     assert Client(broker, "cloud").reason == "Success"
-    assert Client(broker, "kitchen-cam", password="wrong").reason in (
+    assert Client(broker, "kitchen_cam", password="wrong").reason in (
         "Bad user name or password",
         "Not authorized",
     )
@@ -198,14 +198,14 @@ def test_the_acl_confines_each_device_to_its_own_topics(broker: ShippedBroker) -
     cloud.subscribe("edge/#")
     home_assistant = Client(broker, "homeassistant")
     home_assistant.subscribe("homeassistant/#")
-    kitchen = Client(broker, "kitchen-cam")
-    kitchen.publish("edge/kitchen-cam/results", b"own result")
-    kitchen.publish("edge/garage-cam/results", b"forged result")
-    kitchen.publish("homeassistant/sensor/kitchen-cam/last_label/config", b"own discovery")
-    kitchen.publish("homeassistant/sensor/garage-cam/last_label/config", b"forged discovery")
+    kitchen = Client(broker, "kitchen_cam")
+    kitchen.publish("edge/kitchen_cam/results", b"own result")
+    kitchen.publish("edge/garage_cam/results", b"forged result")
+    kitchen.publish("homeassistant/sensor/edge_kitchen_cam/last_label/config", b"own discovery")
+    kitchen.publish("homeassistant/sensor/edge_garage_cam/last_label/config", b"forged discovery")
     kitchen.publish("edge/group/all/model/offer", b"forged offer")
-    kitchen.publish("edge/kitchen-cam/telemetry", b"marker")
-    kitchen.publish("homeassistant/binary_sensor/kitchen-cam/person/config", b"ha marker")
+    kitchen.publish("edge/kitchen_cam/telemetry", b"marker")
+    kitchen.publish("homeassistant/binary_sensor/edge_kitchen_cam/person/config", b"ha marker")
     assert [payload for _, payload in cloud.received_until(b"marker")] == [b"own result", b"marker"]
     assert [payload for _, payload in home_assistant.received_until(b"ha marker")] == [
         b"own discovery",
@@ -218,16 +218,16 @@ def test_the_acl_confines_each_device_to_its_own_topics(broker: ShippedBroker) -
 def test_a_device_reads_its_commands_and_group_offers_but_not_another_devices_topics(
     broker: ShippedBroker,
 ) -> None:
-    kitchen = Client(broker, "kitchen-cam")
-    kitchen.subscribe("edge/garage-cam/#", "edge/kitchen-cam/cmd/#", "edge/group/#", "homeassistant/status")
-    garage = Client(broker, "garage-cam")
-    garage.publish("edge/garage-cam/results", b"garage result")
+    kitchen = Client(broker, "kitchen_cam")
+    kitchen.subscribe("edge/garage_cam/#", "edge/kitchen_cam/cmd/#", "edge/group/#", "homeassistant/status")
+    garage = Client(broker, "garage_cam")
+    garage.publish("edge/garage_cam/results", b"garage result")
     cloud = Client(broker, "cloud")
-    cloud.publish("edge/garage-cam/cmd/ping", b"for garage")
+    cloud.publish("edge/garage_cam/cmd/ping", b"for garage")
     cloud.publish("edge/group/cams/model/offer", b"group offer")
-    cloud.publish("edge/kitchen-cam/cmd/ping", b"marker")
+    cloud.publish("edge/kitchen_cam/cmd/ping", b"marker")
     got = kitchen.received_until(b"marker")
-    assert got == [("edge/group/cams/model/offer", b"group offer"), ("edge/kitchen-cam/cmd/ping", b"marker")]
+    assert got == [("edge/group/cams/model/offer", b"group offer"), ("edge/kitchen_cam/cmd/ping", b"marker")]
     home_assistant = Client(broker, "homeassistant")
     home_assistant.publish("homeassistant/status", b"online")
     assert kitchen.received_until(b"online") == [("homeassistant/status", b"online")]
@@ -236,11 +236,11 @@ def test_a_device_reads_its_commands_and_group_offers_but_not_another_devices_to
 
 
 def test_the_broker_log_shows_the_denials(broker: ShippedBroker) -> None:
-    kitchen = Client(broker, "kitchen-cam")
-    kitchen.publish("edge/garage-cam/results", b"forged")
-    kitchen.publish("edge/kitchen-cam/results", b"ok")
+    kitchen = Client(broker, "kitchen_cam")
+    kitchen.publish("edge/garage_cam/results", b"forged")
+    kitchen.publish("edge/kitchen_cam/results", b"ok")
     kitchen.close()
-    assert "Denied PUBLISH from test-kitchen-cam" in broker.log()
+    assert "Denied PUBLISH from test-kitchen_cam" in broker.log()
 
 
 # ------------------------------------------------------------------------------------------- packaging

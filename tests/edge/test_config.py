@@ -28,7 +28,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_annotated_example_passes(capsys: pytest.CaptureFixture[str]) -> None:
     config, errors = check_config(EXAMPLE)
     assert errors == [] and config is not None
-    assert config.values["mqtt.url"].startswith("mqtts://kitchen-cam:")
+    assert config.values["mqtt.url"].startswith("mqtts://kitchen_cam:")
     assert config.values["homeassistant.labels"] == ["person", "cat"]
     assert config.options()["ha_label"] == ["person", "cat"] and config.options()["mqtt_version"] == "5"
     assert main(["config", "check", str(EXAMPLE)]) == 0
@@ -170,6 +170,16 @@ def test_missing_referenced_files_warn_and_fail_only_with_strict(
     assert "warning: mqtt.ca" in capsys.readouterr().err
     assert main(["config", "check", "--strict", str(path)]) == 1
     assert "error: mqtt.ca" in capsys.readouterr().err
+
+
+def test_a_device_id_discovery_would_rename_is_a_warning(tmp_path: Path) -> None:
+    text = 'state_dir = "s"\n[mqtt]\nurl = "mqtt://b"\ndevice_id = "Kitchen-Cam"\n'
+    text += "[homeassistant]\ndiscovery = true\n"
+    config, errors = check_config(write(tmp_path, text))
+    assert errors == [] and config is not None
+    assert any("'edge_kitchen_cam'" in w and "mqtt.device_id 'Kitchen-Cam'" in w for w in config.warnings)
+    config, _ = check_config(write(tmp_path, text.replace("Kitchen-Cam", "kitchen_cam")))
+    assert config is not None and config.warnings == ()
 
 
 def run_parser() -> argparse.ArgumentParser:
