@@ -46,7 +46,10 @@ def test_the_unit_restarts_on_failure_with_a_watchdog_as_an_unprivileged_user() 
     service = unit()["Service"]
     assert service["Type"] == "notify" and service["Restart"] == "on-failure"
     assert int(service["WatchdogSec"]) > 0
-    assert service["User"] not in ("root", "0") and service["StateDirectory"] == "edge"
+    assert service["User"] not in ("root", "0") and service["StateDirectory"].split() == [
+        "edge",
+        "edge/inbox",
+    ]
     assert service["ExecStart"].split()[1:] == ["run", "--config", "/etc/edge/device.toml"]
 
 

@@ -187,3 +187,20 @@ def test_suggest_profile_reads_the_board_the_cpu_and_edge_tpus(
 
 def test_suggest_profile_on_this_machine_names_a_shipped_profile() -> None:
     assert suggest_profile() in SHIPPED
+
+
+def test_edge_config_profiles_lists_each_profile_with_its_conversion(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from edge.cli import main
+
+    assert main(["config", "profiles"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line[2:].split()[0] for line in lines[:-1]] == SHIPPED
+    assert any("coral-usb" in line and "--mode edgetpu --io uint8" in line for line in lines)
+    assert lines[-1].startswith("* suggested for this machine")
+    assert sum(x.startswith("* ") for x in lines) == 2
+    assert main(["config", "profiles", "raspberry-pi-zero-2w"]) == 0
+    assert "threads              3" in capsys.readouterr().out
+    assert main(["config", "profiles", "pi-3"]) == 2
+    assert "profile 'pi-3' does not exist" in capsys.readouterr().err

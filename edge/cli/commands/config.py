@@ -19,9 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     check.add_argument("file", metavar="FILE", help="the device configuration file (TOML)")
     check.add_argument("--strict", action="store_true", help="files the config names must exist")
+    show = sub.add_parser("profiles", help="list the device profiles (devices/*.toml) and the suggested one")
+    show.add_argument("name", nargs="?", metavar="NAME", help="show every field of one profile")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "profiles":
+        return show_profiles(args.name)
     from edge.config import check_config
 
     config, errors = check_config(args.file)
@@ -37,4 +41,27 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     profile = config.values.get("profile", "none")
     print(f"{args.file}: ok ({len(config.values)} keys, profile {profile})")
+    return EXIT_OK
+
+
+def show_profiles(name: str | None) -> int:
+    """One line per profile (threads, delegate, conversion), or every field of ``name``."""
+    from dataclasses import asdict
+
+    from edge.profiles import explain_profile, list_profiles, load_profile
+
+    if name:
+        for key, value in asdict(load_profile(name)).items():
+            print(f"{key:<20} {value}")
+        return EXIT_OK
+    suggested, why = explain_profile()
+    for profile in map(load_profile, list_profiles()):
+        mark = "*" if profile.name == suggested else " "
+        threads = profile.threads or "all"
+        accel = f"{profile.delegate}:{profile.device}" if profile.device else profile.delegate
+        print(
+            f"{mark} {profile.name:<22} threads={threads:<4} delegate={accel:<13} "
+            f"convert --mode {profile.convert_mode} --io {profile.io_type}"
+        )
+    print(f"* suggested for this machine ({why})")
     return EXIT_OK
