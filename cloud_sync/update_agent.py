@@ -69,8 +69,8 @@ class Activator(Protocol):
     ) -> None:
         """Serve ``candidate`` from now on; call back once its health window ends."""
 
-    def restore(self, entry: StoreEntry) -> None:
-        """Serve the (earlier) version ``entry`` again."""
+    def restore(self, entry: StoreEntry | None) -> None:
+        """Serve the earlier version ``entry`` again (None: the model served before the update)."""
 
 
 @dataclass

@@ -188,17 +188,18 @@ class ModelStore:
             log.info("activated %s v%d (%s)", entry.name, entry.version, entry.file)
             return old
 
-    def rollback(self) -> StoreEntry:
-        """Make the newest previous version active again; drops the current one; returns it."""
+    def rollback(self) -> StoreEntry | None:
+        """Make the newest previous version active again and drop the current one; returns the new active
+        (None when there was no previous version: the model given on the command line serves again)."""
         with self._lock:
             pointer = self._read_pointer()
             previous: list[StoreEntry] = pointer["previous"]
-            if not previous:
-                raise ConfigError("no previous model version to roll back to")
-            target = previous[0]
+            target = previous[0] if previous else None
             self._write_pointer(target, previous[1:], pointer["floors"])
             self._prune()
-            log.warning("rolled back to %s v%d", target.name, target.version)
+            log.warning(
+                "rolled back to %s", f"{target.name} v{target.version}" if target else "no stored model"
+            )
             return target
 
     def discard(self, entry: StoreEntry) -> None:
