@@ -65,11 +65,15 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"labels     {len(manifest['labels'])}: {shown}{more}")
         for spec in manifest["inputs"]:
             if spec.get("mean") or spec.get("std"):
-                lines.append(f"normalize  {spec['name']}: (pixel - {spec['mean']}) / {spec['std']}, {spec['layout']}")
+                lines.append(
+                    f"normalize  {spec['name']}: (pixel - {spec['mean']}) / {spec['std']}, {spec['layout']}"
+                )
         converter = manifest.get("converter") or {}
         if converter:
             lines.append("converter  " + ", ".join(f"{k}={v}" for k, v in sorted(converter.items())))
         lines.append(f"signed     {'yes' if report['signed'] else 'no'}")
+        if manifest.get("report"):
+            lines.append("report     " + _report_summary(manifest["report"]))
     else:
         lines.append("model      no manifest (third-party model); use --task/--mean/--std when running it")
     for title, tensors in (("input", report["inputs"]), ("output", report["outputs"])):
@@ -91,3 +95,23 @@ def render(report: dict[str, Any]) -> str:
     if report["files"]:
         lines.append("files      " + ", ".join(f"{n} ({s:,} B)" for n, s in report["files"].items()))
     return "\n".join(lines)
+
+
+def _report_summary(report: dict[str, Any]) -> str:
+    """One line from the conversion's validation report."""
+    parts = []
+    agreement = report.get("top1_agreement")
+    evaluation = report.get("eval") or {}
+    if agreement is not None:
+        parts.append(
+            f"top-1 agreement {100 * agreement:.2f}% on {evaluation.get('samples', '?')} samples "
+            f"({evaluation.get('data', '?')})"
+        )
+    if report.get("accuracy_converted") is not None:
+        parts.append(f"accuracy {100 * report['accuracy_converted']:.2f}%")
+    if report.get("size_ratio") is not None:
+        parts.append(f"size {report['size_ratio']:.3f} of float32")
+    latency = report.get("latency_ms") or {}
+    if latency.get("median_ms") is not None:
+        parts.append(f"{latency['median_ms']:.3f} ms/invoke at conversion")
+    return ", ".join(parts) or "present"
