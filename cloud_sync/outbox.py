@@ -160,7 +160,7 @@ class Outbox:
         self._acked_total = 0
         self._incoming: deque[tuple[str, int | None, str, bytes, float]] = deque()
         self._acks: deque[tuple[int, bool, str]] = deque()
-        self._inflight: dict[int, int] = {}  # id -> payload length
+        self._inflight: dict[int, tuple[int, bool]] = {}  # id -> (payload length, kept for replay)
         self._cursor = 0  # highest id handed to MQTT in this process
         self._wake = threading.Event()
         self._idle = threading.Condition()
@@ -318,15 +318,18 @@ class Outbox:
             if seq is not None and seq > max_seq:
                 max_seq = seq
         acks: list[tuple[float, int]] = []
+        forget: list[tuple[int]] = []  # acknowledged telemetry: nothing to replay
         rejected: list[tuple[int]] = []
         now = time.time()
         while self._acks:
             ident, accepted, _ = self._acks.popleft()
-            if accepted:
+            if not accepted:
+                rejected.append((ident,))
+            elif self._inflight.get(ident, (0, True))[1]:
                 acks.append((now, ident))
             else:
-                rejected.append((ident,))
-        if not rows and not acks and not rejected:
+                forget.append((ident,))
+        if not rows and not acks and not rejected and not forget:
             return
         db = self._db
         try:
@@ -337,8 +340,8 @@ class Outbox:
                     db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (max_seq,))
             if acks:
                 db.executemany("UPDATE outbox SET acked = ? WHERE id = ? AND acked IS NULL", acks)
-            if rejected:
-                db.executemany("DELETE FROM outbox WHERE id = ? AND acked IS NULL", rejected)
+            if rejected or forget:
+                db.executemany("DELETE FROM outbox WHERE id = ? AND acked IS NULL", rejected + forget)
             self._pending += len(rows)
             self._pending_bytes += sum(len(r[4]) for r in rows)
             self._enforce_bounds(db)
@@ -352,17 +355,23 @@ class Outbox:
             raise OutboxError(f"cannot write the outbox {self.path}: {exc}; check free disk space") from exc
         self._last_seq = max_seq
         for _, ident in acks:
-            size = self._inflight.pop(ident, None)
-            if size is not None:
+            entry = self._inflight.pop(ident, None)
+            if entry is not None:
                 self._pending -= 1
-                self._pending_bytes -= size
+                self._pending_bytes -= entry[0]
                 self._retained += 1
                 self._acked_total += 1
-        for (ident,) in rejected:
-            size = self._inflight.pop(ident, None)
-            if size is not None:
+        for (ident,) in forget:
+            entry = self._inflight.pop(ident, None)
+            if entry is not None:
                 self._pending -= 1
-                self._pending_bytes -= size
+                self._pending_bytes -= entry[0]
+                self._acked_total += 1
+        for (ident,) in rejected:
+            entry = self._inflight.pop(ident, None)
+            if entry is not None:
+                self._pending -= 1
+                self._pending_bytes -= entry[0]
         if rejected:
             log.warning("outbox: the broker refused %d message(s) (e.g. by ACL); dropped", len(rejected))
 
@@ -437,13 +446,13 @@ class Outbox:
         if room <= 0 or self._pending <= len(self._inflight):
             return
         rows = self._db.execute(
-            "SELECT id, topic, payload FROM outbox WHERE acked IS NULL AND id > ? ORDER BY id LIMIT ?",
+            "SELECT id, topic, payload, kind FROM outbox WHERE acked IS NULL AND id > ? ORDER BY id LIMIT ?",
             (self._cursor, room),
         ).fetchall()
         acks = self._acks
         wake = self._wake
-        for ident, topic, payload in rows:
-            self._inflight[ident] = len(payload)
+        for ident, topic, payload, kind in rows:
+            self._inflight[ident] = (len(payload), kind == "result")
             self._cursor = ident
 
             def on_ack(accepted: bool, reason: str, ident: int = ident) -> None:

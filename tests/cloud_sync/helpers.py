@@ -39,9 +39,10 @@ def device(
     return DeviceSync(opts, pipeline or FakePipeline()).start()
 
 
-def collector(url: str, db: Path, **kwargs: Any) -> Collector:
+def collector(url: str, db: Path, client_id: str = "", **kwargs: Any) -> Collector:
     connection = MqttConnection(
-        parse_broker_url(url), f"collector-{db.stem}", clean_start=False, session_expiry=600, reconnect_max=1
+        parse_broker_url(url), client_id or f"collector-{db.stem}", clean_start=False, session_expiry=600,
+        reconnect_max=1,
     )
     kwargs.setdefault("check_interval_s", 0.3)
     kwargs.setdefault("replay_retry_s", 0.5)

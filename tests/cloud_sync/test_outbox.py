@@ -140,11 +140,11 @@ def test_retention_and_replay(tmp_path: Path) -> None:
     rows, missing = outbox.replay(3, 4)
     assert [r[0] for r in rows] == [3, 4] and missing == []  # pending ones can be replayed too
     publisher.ack_all()
-    wait_for(lambda: outbox.stats().retained == 5)
+    wait_for(lambda: outbox.stats().retained == 5 and outbox.stats().pending == 0)
     rows, missing = outbox.replay(1, 20)
-    assert [r[0] for r in rows] == [7, 8, 9, 10]  # the telemetry row took one retained slot
-    assert missing == [1, 2, 3, 4, 5, 6]  # past the retention bound: reported, not invented
-    assert rows[0][1] == "edge/d/results" and rows[0][2] == b'{"seq":7}'
+    assert [r[0] for r in rows] == [6, 7, 8, 9, 10]  # telemetry is forgotten once acknowledged
+    assert missing == [1, 2, 3, 4, 5]  # past the retention bound: reported, not invented
+    assert rows[0][1] == "edge/d/results" and rows[0][2] == b'{"seq":6}'
     outbox.close()
 
 
