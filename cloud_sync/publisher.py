@@ -334,3 +334,52 @@ class Publisher:
                 progress.result = FAILED
                 progress.detail = f"timed out ({progress.detail or 'no answer'})"
         return self.rollout
+
+    def run_group_rollout(
+        self,
+        group: str,
+        canary: int = 0,
+        abort_on: int | None = None,
+        timeout: float = 600.0,
+        settle: float = 1.0,
+        on_change: Callable[[DeviceProgress], None] | None = None,
+    ) -> Rollout:
+        """Offer to a group: canaries (known members, by device id) alone first, then the group topic.
+
+        Members are the devices whose retained status lists ``group``; those known after ``settle`` seconds
+        are followed (others still take the retained group offer)."""
+        deadline = time.monotonic() + timeout
+        time.sleep(settle)
+        members = sorted(self.group_members(group))
+        if canary:
+            if len(members) <= canary:
+                raise UpdateError(
+                    f"group {group!r} has {len(members)} known device(s); --canary {canary} needs more"
+                )
+            first = members[:canary]
+            self.offer_devices(first)
+            ok = self.wait(first, deadline, abort_on, on_change)
+            if not ok:
+                unfinished = [d for d in first if self.rollout.devices[d].result == PENDING]
+                self.withdraw(unfinished)
+                self.rollout.aborted = (
+                    f"canary failed; not offered to the {len(members) - canary} other device(s)"
+                )
+                for device in members[canary:]:
+                    self.rollout.devices.setdefault(device, DeviceProgress(device, detail="not offered"))
+                return self.rollout
+        with self._lock:
+            for device in members:
+                self.rollout.devices.setdefault(device, DeviceProgress(device)).offered = True
+        self.offer_group(group)
+        ok = self.wait(members, deadline, abort_on, on_change)
+        if not ok and abort_on is not None and self.rollout.failures() >= abort_on:
+            self.transport.publish(group_offer_topic(self.prefix, group), b"", qos=1, retain=True)
+            self._offer_topics.discard(group_offer_topic(self.prefix, group))
+            self.rollout.aborted = f"{self.rollout.failures()} failures; group offer withdrawn"
+        for device in members:
+            progress = self.rollout.devices[device]
+            if progress.result == PENDING:
+                progress.result = FAILED
+                progress.detail = f"timed out ({progress.detail or 'no answer'})"
+        return self.rollout

@@ -20,8 +20,10 @@ from edge.signing import TrustStore, generate_keys, load_private_key, sign_packa
 from edge.store import ModelStore, StoreEntry
 
 
-def connect(url: str, client_id: str) -> MqttConnection:
-    return MqttConnection(parse_broker_url(url), client_id, reconnect_max=2).start()
+def connect(url: str, client_id: str, status_topic: str | None = None) -> MqttConnection:
+    return MqttConnection(
+        parse_broker_url(url), client_id, reconnect_max=2, status_topic=status_topic
+    ).start()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -95,7 +97,7 @@ def start_device(
     activator: Any = None,
     **agent_options: Any,
 ) -> Device:
-    connection = connect(url, f"edge-{device_id}")
+    connection = connect(url, f"edge-{device_id}", status_topic=f"edge/{device_id}/status")
     store = ModelStore(state_dir)
     activator = activator or PackageActivator()
     agent = UpdateAgent(

@@ -1,0 +1,150 @@
+"""``edge push-model``: sign a model package and deliver it to devices over MQTT (cloud side)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from edge.cli import EXIT_FAILED, EXIT_OK
+from edge.errors import ConfigError
+
+NAME = "push-model"
+HELP = "sign a model package, offer it to devices or a group over MQTT and serve its chunks"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("package", metavar="PACKAGE", help="a model package (.edgepkg) from 'edge convert'")
+    parser.add_argument("--key", metavar="KEY", help="signing.key from 'edge keygen' (not needed if signed)")
+    parser.add_argument("--mqtt", required=True, metavar="URL", help="broker: mqtt://[user:pass@]host[:port]")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", nargs="+", action="extend", metavar="ID", help="device id(s) to update")
+    target.add_argument("--group", metavar="NAME", help="update every device started with --group NAME")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        metavar="S",
+        help="report progress; exit 1 if any device rejects or has not finished within S seconds",
+    )
+    parser.add_argument(
+        "--canary",
+        type=int,
+        default=0,
+        metavar="N",
+        help="update N devices first; continue only when they report healthy",
+    )
+    parser.add_argument("--abort-on", type=int, metavar="K", help="stop the rollout after K failures")
+    parser.add_argument(
+        "--chunk-size", type=int, default=64, metavar="KIB", help="chunk size (default 64 KiB)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0.0, metavar="KIB_S", help="limit chunk bytes per second"
+    )
+    parser.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    parser.add_argument(
+        "--keep-offer",
+        action="store_true",
+        help="leave the retained offer in place when the rollout stops early",
+    )
+    parser.add_argument("--ca", help="CA certificate (PEM) for mqtts://")
+    parser.add_argument("--cert", help="client certificate (PEM)")
+    parser.add_argument("--cert-key", help="private key (PEM) of --cert")
+    parser.add_argument("--json", action="store_true", help="print the final result as JSON")
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.canary < 0 or (args.abort_on is not None and args.abort_on < 1):
+        raise ConfigError("--canary must be 0 or more and --abort-on at least 1")
+    if args.device and args.canary >= len(args.device):
+        raise ConfigError(f"--canary {args.canary} needs more than {args.canary} --device ids")
+    if args.wait is not None and args.wait <= 0:
+        raise ConfigError(f"--wait must be more than 0 seconds, got {args.wait}")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    from cloud_sync.connection import MqttConnection, parse_broker_url, unique_client_id
+    from cloud_sync.publisher import DeviceProgress, Publisher, signed_package
+    from cloud_sync.topics import check_prefix
+    from edge.package import read_package
+
+    package = read_package(args.package)
+    data = Path(args.package).read_bytes()
+    if args.key is None and package.signature is None:
+        raise ConfigError(f"{args.package} is unsigned; pass --key signing.key (make one with 'edge keygen')")
+    data = signed_package(data, args.key)
+    broker = parse_broker_url(args.mqtt, ca=args.ca, cert=args.cert, key=args.cert_key)
+    connection = MqttConnection(broker, unique_client_id("push")).start()
+    publisher = Publisher(
+        connection,
+        data,
+        prefix=check_prefix(args.prefix),
+        chunk_size=args.chunk_size * 1024,
+        rate=args.rate * 1024,
+    ).start()
+    offer = publisher.offer
+    chatter = sys.stderr if args.json else sys.stdout
+    print(
+        f"offering {offer.name} v{offer.version}: {offer.size:,} bytes in {offer.chunks} chunk(s) of "
+        f"{offer.chunk_size // 1024} KiB, signed by key {offer.key_id}",
+        file=chatter,
+        flush=True,
+    )
+
+    def show(progress: DeviceProgress) -> None:
+        if args.wait is not None or progress.result != "pending":
+            print(f"  {progress.device}: {progress.detail}", file=chatter, flush=True)
+
+    timeout = args.wait if args.wait is not None else 7 * 24 * 3600.0
+    started = time.monotonic()
+    try:
+        if args.device:
+            rollout = publisher.run_rollout(list(args.device), args.canary, args.abort_on, timeout, show)
+        else:
+            rollout = publisher.run_group_rollout(
+                args.group, args.canary, args.abort_on, timeout, on_change=show
+            )
+    except KeyboardInterrupt:
+        print(
+            "push-model: interrupted; the retained offer stays, devices finish when it is served again",
+            file=sys.stderr,
+        )
+        publisher.close()
+        connection.close()
+        return 130
+    finally:
+        elapsed = time.monotonic() - started
+    publisher.close(withdraw=not rollout.ok() and not args.keep_offer)
+    connection.close()
+    _report(args, rollout, publisher, elapsed)
+    return EXIT_OK if rollout.ok() else EXIT_FAILED
+
+
+def _report(args: argparse.Namespace, rollout, publisher, elapsed: float) -> None:  # noqa: ANN001
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": rollout.ok(),
+                    "aborted": rollout.aborted or None,
+                    "name": publisher.offer.name,
+                    "version": publisher.offer.version,
+                    "sha256": publisher.offer.sha256,
+                    "bytes_sent": publisher.bytes_sent,
+                    "seconds": round(elapsed, 3),
+                    "devices": {
+                        d: {"result": p.result, "detail": p.detail}
+                        for d, p in sorted(rollout.devices.items())
+                    },
+                },
+                indent=2,
+            )
+        )
+        return
+    for device, progress in sorted(rollout.devices.items()):
+        print(f"{device}: {progress.result} ({progress.detail})")
+    if rollout.aborted:
+        print(f"rollout stopped: {rollout.aborted}")
+    print(f"{publisher.bytes_sent:,} chunk bytes sent in {elapsed:.1f} s")
