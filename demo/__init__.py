@@ -1,0 +1,1 @@
+"""The demo behind ``make demo``: train, convert, report (later: serve over MQTT)."""
