@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,7 +66,7 @@ class ResultStore(Protocol):
 
 
 class _SqlStore:
-    """Shared SQL for both back ends (``?`` vs ``%s`` placeholders)."""
+    """Shared SQL for both back ends (``?`` vs ``%s`` placeholders); one lock, one transaction per call."""
 
     ph = "?"
     insert_sql = ""
@@ -74,82 +75,70 @@ class _SqlStore:
     def __init__(self, conn: Any, name: str) -> None:
         self.conn = conn
         self.name = name
+        self._lock = threading.Lock()
 
-    def _q(self, sql: str) -> str:
-        return sql.replace("?", self.ph)
-
-    def _run(self, what: str, sql: str, params: Any = (), many: bool = False) -> Any:
-        try:
-            cur = self.conn.cursor()
-            if many:
-                cur.executemany(self._q(sql), params)
-            else:
-                cur.execute(self._q(sql), params)
-            return cur
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                self.conn.rollback()
-            raise StoreError(f"cannot {what} in {self.name}: {exc}") from exc
+    def _exec(self, what: str, sql: str, params: Any = (), *, many: bool = False, fetch: bool = False) -> Any:
+        """Run one statement in its own transaction; rows when ``fetch``, else the row count."""
+        with self._lock:
+            try:
+                cur = self.conn.cursor()
+                if many:
+                    cur.executemany(sql.replace("?", self.ph), params)
+                else:
+                    cur.execute(sql.replace("?", self.ph), params)
+                out = cur.fetchall() if fetch else cur.rowcount
+                self.conn.commit()
+                return out
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    self.conn.rollback()
+                raise StoreError(f"cannot {what} in {self.name}: {exc}") from exc
 
     def insert(self, rows: Sequence[Row]) -> int:
         """Insert new results; returns how many were new (the rest were duplicates)."""
-        if not rows:
-            return 0
-        cur = self._run("store results", self.insert_sql, rows, many=True)
-        new = int(cur.rowcount)
-        self.conn.commit()
-        return new
+        return int(self._exec("store results", self.insert_sql, rows, many=True)) if rows else 0
 
     def add_lost(self, device_id: str, stream: str, first: int, last: int) -> None:
-        self._run("record lost results", self.lost_sql, (device_id, stream, first, last))
-        self.conn.commit()
+        self._exec("record lost results", self.lost_sql, (device_id, stream, first, last))
 
     def streams(self) -> list[tuple[str, str]]:
-        cur = self._run("list devices", "SELECT DISTINCT device_id, stream FROM results")
-        rows = [(str(d), str(s)) for d, s in cur.fetchall()]
-        self.conn.commit()
-        return rows
+        rows = self._exec("list devices", "SELECT DISTINCT device_id, stream FROM results", fetch=True)
+        return sorted((str(d), str(s)) for d, s in rows)
 
     def seqs_above(self, device_id: str, stream: str, floor: int) -> list[int]:
-        cur = self._run(
+        rows = self._exec(
             "read seqs",
             "SELECT DISTINCT seq FROM results WHERE device_id = ? AND stream = ? AND seq > ? ORDER BY seq",
             (device_id, stream, floor),
+            fetch=True,
         )
-        seqs = [int(r[0]) for r in cur.fetchall()]
-        self.conn.commit()
-        return seqs
+        return [int(r[0]) for r in rows]
 
     def lost(self, device_id: str, stream: str) -> list[tuple[int, int]]:
-        cur = self._run(
+        rows = self._exec(
             "read lost ranges",
             "SELECT first, last FROM lost WHERE device_id = ? AND stream = ? ORDER BY first",
             (device_id, stream),
+            fetch=True,
         )
-        rows = [(int(a), int(b)) for a, b in cur.fetchall()]
-        self.conn.commit()
-        return rows
+        return [(int(a), int(b)) for a, b in rows]
 
     def summary(self, device_id: str, stream: str) -> tuple[int, int]:
         """(distinct results stored, highest seq) of one device stream."""
-        cur = self._run(
+        rows = self._exec(
             "summarize",
             "SELECT count(DISTINCT seq), coalesce(max(seq), 0) FROM results"
             " WHERE device_id = ? AND stream = ?",
             (device_id, stream),
+            fetch=True,
         )
-        count, top = cur.fetchone()
-        self.conn.commit()
-        return int(count), int(top)
+        return int(rows[0][0]), int(rows[0][1])
 
     def count(self) -> int:
-        cur = self._run("count results", "SELECT count(*) FROM results")
-        (n,) = cur.fetchone()
-        self.conn.commit()
-        return int(n)
+        return int(self._exec("count results", "SELECT count(*) FROM results", fetch=True)[0][0])
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
+        with self._lock, contextlib.suppress(Exception):
             self.conn.close()
 
 
