@@ -183,6 +183,13 @@ KEYS: tuple[Key, ...] = (
     Key("output.file", "output", _string, "also append JSON lines to this file", paths=True),
     Key("updates.trust", "trust", _list(_string, "public key files"),
         "Ed25519 public keys whose signed models this device accepts", paths=True),
+    Key("updates.groups", "update_groups", _list(_pattern(NAME_PATTERN, "group names"), "group names"),
+        "also take model offers sent to these groups (edge push-model --group)"),
+    Key("updates.max_model_size_mb", "max_model_size", _number(0, strict=True),
+        "largest model package accepted, in MB"),
+    Key("updates.health_inferences", "health_inferences", _integer(1),
+        "health window after an update: first K inferences..."),
+    Key("updates.health_seconds", "health_seconds", _positive, "...or T seconds, whichever ends first"),
 )
 KEY_BY_NAME = {key.name: key for key in KEYS}
 SECTIONS = sorted({key.name.split(".")[0] for key in KEYS if "." in key.name})
@@ -287,10 +294,13 @@ def _cross_checks(values: dict[str, Any]) -> list[str]:
             break
     needs_mqtt = ["mqtt.version", "mqtt.ca", "mqtt.cert", "mqtt.key", "mqtt.prefix", "mqtt.device_id",
                   "mqtt.telemetry_interval", "homeassistant.discovery", "homeassistant.labels",
-                  "homeassistant.off_delay", "homeassistant.threshold", "updates.trust"]
+                  "homeassistant.off_delay", "homeassistant.threshold", "updates.trust", "updates.groups",
+                  "updates.max_model_size_mb", "updates.health_inferences", "updates.health_seconds"]
     for name in needs_mqtt:
         if has(name) and not url:
             errors.append(f"{name} is {values[name]!r} but mqtt.url is not set; it needs an MQTT broker")
+    if has("updates.groups") and not has("updates.trust"):
+        errors.append("updates.groups is set but updates.trust is not; signed offers need a trusted key")
     if has("updates.trust") and not has("state_dir"):
         errors.append("updates.trust is set but state_dir is not; model updates are stored in state_dir")
     if values.get("homeassistant.labels") and not values.get("homeassistant.discovery"):

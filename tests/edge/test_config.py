@@ -286,6 +286,17 @@ def test_the_runtime_profile_and_backend_names_agree_with_edge_run() -> None:
         assert dest in dests, dest
 
 
+def test_every_config_key_is_an_option_of_the_real_edge_run(tmp_path: Path) -> None:
+    parser = real_run_parser()
+    dests = {action.dest for action in parser._actions}
+    assert [key.name for key in KEYS if key.dest not in dests] == []
+    args = parser.parse_args(["--config", str(EXAMPLE), "--device-id", "cli_cam"])
+    apply_config(args, parser, args.config)
+    assert args.device_id == "cli_cam" and args.mqtt.startswith("mqtts://kitchen_cam:")
+    assert args.ha_label == ["person", "cat"] and args.trust == ["/etc/edge/signing.pub"]
+    assert (args.threads, args.delegate, args.resize) == (4, "none", "stretch")  # from raspberry-pi-4
+
+
 def test_edge_run_takes_its_settings_from_the_config_file_and_flags_win(
     tmp_path: Path, assets: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
