@@ -213,8 +213,13 @@ class UpdateAgent:
         if current is not None and current.offer.sha256 == offer.sha256:
             self._request_more(current, resend=True)  # a re-delivered offer (reconnect): ask again
             return
-        if self.store.outcome(offer.sha256) is not None:
-            return  # already handled (active, rejected or rolled back): a retained offer is not retried
+        done = self.store.outcome(offer.sha256)
+        if done is not None:
+            # Already handled (active, rejected or rolled back): the same retained offer is not retried,
+            # and a new push of the same package is answered from what happened before.
+            if float(done.get("offer_at") or 0.0) != offer.published_at:
+                self._report_again(offer, done)
+            return
         if current is not None and current.offer.version >= offer.version:
             return
         try:
@@ -238,6 +243,23 @@ class UpdateAgent:
             self._finish(self._transfer)
         else:
             self._request_more(self._transfer)
+
+    def _report_again(self, offer: Offer, done: dict[str, Any]) -> None:
+        active = self.store.active()
+        if active is not None and active.sha256 == offer.sha256:
+            self.store.record_outcome(
+                offer.sha256, "active", offer.name, offer.version, offer_at=offer.published_at
+            )
+            self._publish(self._status("active", offer, progress=1.0), healthy=True)
+            return
+        try:
+            self._precheck(offer)
+            reason = (
+                f"this package was {done.get('state')} here before ({done.get('reason') or 'no reason kept'})"
+            )
+        except EdgeError as exc:
+            reason = str(exc)
+        self._reject(offer, reason)
 
     def _precheck(self, offer: Offer) -> None:
         """Refuse early what the full check would refuse anyway, before fetching a byte."""
@@ -346,7 +368,9 @@ class UpdateAgent:
             self._reject(offer, f"validation failed: {exc}")
             return
         self.store.activate(entry)
-        self.store.record_outcome(offer.sha256, "active", offer.name, offer.version)
+        self.store.record_outcome(
+            offer.sha256, "active", offer.name, offer.version, offer_at=offer.published_at
+        )
         transfer.staging.discard()
         self._health_sha = offer.sha256
         self._publish(self._status("active", offer, progress=1.0), healthy=None)
@@ -398,7 +422,8 @@ class UpdateAgent:
             return
         target = self.store.rollback()
         self.activator.restore(target)
-        self.store.record_outcome(sha, "rolled_back", active.name, active.version, reason)
+        offer_at = next((o.published_at for o in self._offers.values() if o.sha256 == sha), 0.0)
+        self.store.record_outcome(sha, "rolled_back", active.name, active.version, reason, offer_at)
         self._publish(
             Status(
                 device=self.device_id,
@@ -423,7 +448,9 @@ class UpdateAgent:
             self._transfer = None
         else:
             self.store.staging_discard(offer.sha256)
-        self.store.record_outcome(offer.sha256, "rejected", offer.name, offer.version, reason)
+        self.store.record_outcome(
+            offer.sha256, "rejected", offer.name, offer.version, reason, offer.published_at
+        )
         self._publish(self._status("rejected", offer, reason=reason))
 
     def _status(

@@ -217,10 +217,20 @@ class ModelStore:
 
     # -- outcomes of offers ------------------------------------------------------------------------------
 
-    def record_outcome(self, sha256: str, state: str, name: str, version: int, reason: str = "") -> None:
-        """Remember how the offer of package ``sha256`` ended, so a retained offer is not tried again."""
+    def record_outcome(
+        self, sha256: str, state: str, name: str, version: int, reason: str = "", offer_at: float = 0.0
+    ) -> None:
+        """Remember how the offer of package ``sha256`` (published at ``offer_at``) ended, so the same
+        retained offer is not tried again."""
         _check_sha(sha256)
-        document = {"state": state, "name": name, "version": version, "reason": reason, "at": time.time()}
+        document = {
+            "state": state,
+            "name": name,
+            "version": version,
+            "reason": reason,
+            "at": time.time(),
+            "offer_at": offer_at,
+        }
         atomic_write_bytes(self.root / "outcomes" / f"{sha256}.json", json.dumps(document).encode())
 
     def outcome(self, sha256: str) -> dict[str, Any] | None:

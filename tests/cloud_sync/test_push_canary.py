@@ -121,6 +121,15 @@ def test_good_model_reaches_every_device_after_the_canary(mosquitto, tmp_path, f
     assert main(["fleet", "status", "--mqtt", mosquitto.url]) == 0
     table = capsys.readouterr().out
     assert "cam3" in table and "digits v2" in table
+    # Pushing the same package again is answered from the store; an older one is refused (anti-rollback).
+    push = ["--key", str(keys.key), "--mqtt", mosquitto.url, "--device", "cam1", "--wait", "30", "--json"]
+    assert main(["push-model", str(good), *push]) == 0
+    assert json.loads(capsys.readouterr().out)["bytes_sent"] == 0
+    old = tmp_path / "old.edgepkg"
+    old.write_bytes(make_package(assets.model("digits_int8"), 1))
+    assert main(["push-model", str(old), *push]) == 1
+    detail = json.loads(capsys.readouterr().out)["devices"]["cam1"]["detail"]
+    assert "rejected: version 1 of 'digits' is not higher than 2" in detail
 
 
 def test_group_rollout_with_canary(mosquitto, tmp_path, fleet, assets, capsys) -> None:
