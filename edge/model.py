@@ -6,11 +6,12 @@ when present, gives name, version, task, labels and mean/std. Tensor work is sma
 
 Input values are always *pixels* (0..255 for images): the model gets ``(pixel - mean) / std``, quantized
 with the input tensor's own scale and zero point. A uint8 model whose quantization undoes mean/std exactly
-(scale * std == 1 and zero_point == mean / std) takes the pixels as they are: no float round trip.
+(scale * std == 1 and zero_point == mean) takes the pixels as they are: no float round trip.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 from collections.abc import Sequence
@@ -146,7 +147,7 @@ def is_fast_uint8(
         return False
     scale, zero = quant.scale[0], quant.zero_point[0]
     return all(
-        abs(scale * s - 1.0) < 1e-6 and abs(zero - m / s) < 1e-3 for m, s in zip(mean, std, strict=True)
+        abs(scale * s - 1.0) < 1e-6 and abs(zero - m) < 1e-3 for m, s in zip(mean, std, strict=True)
     )
 
 
@@ -450,6 +451,7 @@ def _choose_accelerator(
 
 def _open_library(backend: Backend, library: str) -> Any:
     try:
+        ctypes.CDLL(library)  # fail before the interpreter's noisy cleanup of a half-made delegate
         return backend.load_delegate(library)
     except (ValueError, OSError, RuntimeError) as exc:
         raise BackendError(
@@ -479,7 +481,10 @@ def _make_interpreter(
                 f"{source.path} needs custom op(s) {', '.join(custom)} that backend {backend.name!r} lacks; "
                 "convert the model with builtin ops only (or use a runtime built with those ops)"
             ) from exc
+        hint = ""
+        if "Didn't find op" in str(exc):
+            hint = "; the model needs newer operator versions than this backend has: use ai-edge-litert"
         raise ModelError(
-            f"{source.path}: backend {backend.name!r} cannot load the model ({_first_line(exc)})"
+            f"{source.path}: backend {backend.name!r} cannot load the model ({_first_line(exc)}){hint}"
         ) from exc
     return interpreter

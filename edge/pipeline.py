@@ -247,6 +247,11 @@ class Pipeline:
                 decoded = time.perf_counter()
                 prepared.tensor = to_input_tensor(payload, spec)
             else:
+                if isinstance(payload, np.ndarray) and not _is_image_shaped(payload):
+                    raise InputError(
+                        f"array of shape {tuple(payload.shape)} fits neither the model input "
+                        f"{list(spec.tensor.shape)} nor an image (H, W[, C]); check the array's rank"
+                    )
                 if not spec.is_image:
                     raise InputError(
                         f"model input {list(spec.tensor.shape)} is not an image; pass a numpy array of that "
@@ -338,3 +343,7 @@ class Pipeline:
 
 def _is_tensor_shaped(array: np.ndarray, shape: tuple[int, ...]) -> bool:
     return tuple(array.shape) == shape or (1,) + tuple(array.shape) == shape
+
+
+def _is_image_shaped(array: np.ndarray) -> bool:
+    return array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4))

@@ -118,7 +118,7 @@ def open_image(item: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             f"{name} is not an image Pillow can read (JPEG, PNG, BMP, WebP, GIF); skip it"
         ) from exc
     except OSError as exc:
-        raise InputError(f"cannot read {name}: {exc}") from exc
+        raise InputError(f"{name} is corrupt or truncated ({exc}); skip it or fetch it again") from exc
     _check_size(image.size, max_pixels, name)
     return image
 

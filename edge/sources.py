@@ -49,11 +49,14 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[InputItem]:
 
 
 def watch_folder(folder: str | Path, stop: threading.Event, poll: float = 0.2) -> Iterator[InputItem]:
-    """New files in ``folder`` as they appear, once each, after their size stopped changing for one poll."""
+    """Files created in ``folder`` from this call on, once each, after their size held for one poll."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"--watch {folder}: not a folder; create it or check the path")
-    seen = {p.name for p in folder.iterdir()}
+    return _watch(folder, {p.name for p in folder.iterdir()}, stop, poll)
+
+
+def _watch(folder: Path, seen: set[str], stop: threading.Event, poll: float) -> Iterator[InputItem]:
     pending: dict[str, int] = {}
     while not stop.is_set():
         try:

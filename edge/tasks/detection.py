@@ -147,7 +147,13 @@ def _map(
 
 def decode_yolo(output: np.ndarray, context: TaskContext) -> DetectionResult:
     rows = output[0] if output.shape[0] == 1 else output
-    if rows.shape[0] < rows.shape[1]:
+    labels = context.num_labels
+    fits = (4 + labels, 5 + labels) if labels else ()
+    if (
+        rows.shape[0] in fits
+        and rows.shape[1] not in fits
+        or (rows.shape[1] not in fits and rows.shape[0] < rows.shape[1])
+    ):
         rows = rows.T  # (4 + C, N) -> (N, 4 + C)
     attributes = rows.shape[1]
     if attributes < 5:

@@ -21,10 +21,6 @@ HELP = "run a model on images: files, folders, --watch DIR or --url URL; one res
 log = logging.getLogger(__name__)
 
 
-class _Shutdown(Exception):
-    """SIGTERM: stop taking inputs, flush and close."""
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", nargs="?", help="a .tflite file or model package")
     parser.add_argument("inputs", metavar="INPUT", nargs="*", help="image files or folders")
@@ -94,6 +90,7 @@ def _inputs(args: argparse.Namespace, stop: threading.Event) -> Iterator[Any]:
     if not streams:
         raise ConfigError("no input given; pass image files or folders, --watch DIR or --url URL")
     items: Iterator[Any] = itertools.chain(*streams) if len(streams) > 1 else streams[0]
+    items = itertools.takewhile(lambda _: not stop.is_set(), items)  # SIGTERM: take no more inputs
     return itertools.islice(items, args.limit) if args.limit else items
 
 
@@ -183,8 +180,7 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:
-        stop.set()
-        raise _Shutdown()
+        stop.set()  # sources stop, the input in flight finishes, then sinks are flushed and closed
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_term)
@@ -194,9 +190,10 @@ def run(args: argparse.Namespace) -> int:
         for result in pipeline.run(_inputs(args, stop)):
             total += 1
             failed += result.error is not None
-    except (KeyboardInterrupt, _Shutdown):
+    except KeyboardInterrupt:
         interrupted = True
     finally:
+        interrupted = interrupted or stop.is_set()
         stop.set()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
