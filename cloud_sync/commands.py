@@ -55,7 +55,9 @@ class Commands:
         outbox: Outbox,
         emit: Callable[[dict[str, Any]], None],
         last_input: Callable[[], Any],
+        reload: Callable[[], None] | None = None,
     ) -> None:
+        self.reload = reload
         self.connection = connection
         self.topics = topics
         self.pipeline = pipeline
@@ -109,7 +111,7 @@ class Commands:
         return {"pong": True, "device": self.topics.device_id, "seq": self.outbox.last_seq}
 
     def _cmd_reload(self, body: dict[str, Any], topic: str) -> dict[str, Any]:
-        reload = getattr(self.pipeline, "reload", None)
+        reload = self.reload or getattr(self.pipeline, "reload", None)
         if reload is None:
             raise PayloadError(f"command on {topic}: this pipeline cannot reload its model")
         reload()

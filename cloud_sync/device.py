@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,12 @@ class MqttSink:
 class DeviceSync:
     """Everything MQTT on the device. ``start()`` connects (unreachable broker: keeps retrying)."""
 
-    def __init__(self, options: DeviceOptions, pipeline: Any) -> None:
+    def __init__(
+        self, options: DeviceOptions, pipeline: Any, reload: Callable[[], None] | None = None
+    ) -> None:
         self.options = options
         self.pipeline = pipeline
+        self.reload = reload
         self.topics = DeviceTopics(options.prefix, options.device_id)
         self.outbox = Outbox(options.state_dir, options.outbox)
         self.connection = MqttConnection(
@@ -93,7 +97,8 @@ class DeviceSync:
             self.connection.subscribe(BIRTH_TOPIC, lambda m: ha.on_birth(m.payload))
             self.connection.add_connect_listener(ha.announce)
         self.commands = Commands(
-            self.connection, self.topics, self.pipeline, self.outbox, self.emit, lambda: self._last_input
+            self.connection, self.topics, self.pipeline, self.outbox, self.emit, lambda: self._last_input,
+            reload=self.reload,
         )
         self.connection.add_connect_listener(self.outbox.kick)
         self.outbox.start(self.connection)

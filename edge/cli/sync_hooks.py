@@ -90,6 +90,35 @@ def device_options(args: argparse.Namespace) -> Any:
     )
 
 
+def _reloader(args: argparse.Namespace, pipeline: Any) -> Any:
+    """The ``reload`` command: load the model again (same file and options) and hot-swap it in."""
+    if not hasattr(pipeline, "swap_model"):
+        return None
+
+    def reload() -> None:
+        from edge.cli.update_hooks import wait_for_active_model
+        from edge.model import load_model
+
+        def one(values: Any) -> Any:
+            return None if values is None else tuple(values)
+
+        path = getattr(args, "model", None) or wait_for_active_model(args)
+        pipeline.swap_model(load_model(
+            path,
+            backend=getattr(args, "backend", None) or "auto",
+            threads=getattr(args, "threads", None),
+            task=getattr(args, "task", None),
+            mean=one(getattr(args, "mean", None)),
+            std=one(getattr(args, "std", None)),
+            delegate=getattr(args, "delegate", None),
+            device=getattr(args, "device", None),
+            require_accelerator=bool(getattr(args, "require_accelerator", False)),
+            labels=getattr(args, "labels", None),
+        ))
+
+    return reload
+
+
 def start_sync(args: argparse.Namespace, pipeline: Any) -> SyncSession | None:
     """Connect to MQTT when ``--mqtt`` is set; None otherwise.
 
@@ -101,7 +130,7 @@ def start_sync(args: argparse.Namespace, pipeline: Any) -> SyncSession | None:
     from cloud_sync.device import DeviceSync
     from edge.cli.update_hooks import start_updates
 
-    sync = DeviceSync(device_options(args), pipeline).start()
+    sync = DeviceSync(device_options(args), pipeline, reload=_reloader(args, pipeline)).start()
     try:
         sync.updates = start_updates(args, pipeline, sync.connection)
     except BaseException:
