@@ -113,8 +113,9 @@ class Collector:
         self._stop.set()
         self.connection.close()
         self._queue.put(None)
-        self._writer.join(timeout=30)
-        self._checker.join(timeout=10)
+        for thread, timeout in ((self._writer, 30), (self._checker, 10)):
+            if thread.ident is not None:
+                thread.join(timeout=timeout)
 
     # ----------------------------------------------------------------- incoming (network thread)
 

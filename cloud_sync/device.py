@@ -105,6 +105,7 @@ class DeviceSync:
         try:
             self.connection.start(require=False)
         except BaseException:
+            self.commands.close()
             self.outbox.close()
             raise
         self._ticker = threading.Thread(target=self._tick, name="mqtt-ticker", daemon=True)
