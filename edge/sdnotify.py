@@ -4,9 +4,9 @@ The unit in ``devices/edge.service`` has ``Type=notify`` and ``WatchdogSec=``: s
 ``NOTIFY_SOCKET`` (and ``WATCHDOG_USEC``/``WATCHDOG_PID``) and expects ``READY=1`` once the service
 serves, then ``WATCHDOG=1`` at least every ``WatchdogSec``. Outside systemd every call is a no-op.
 
+    start_keepalive(lambda: not stop.is_set())  # a thread: WATCHDOG=1 every interval/2 while alive() holds
     ready("serving digits v3")                  # once, when the first model is loaded (or waiting for one)
-    watchdog = Watchdog()
-    watchdog.ping()                             # from the inference loop; sends at most every interval/2
+    Watchdog().ping()                           # or ping from a loop yourself; sends at most every interval/2
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -77,3 +78,25 @@ class Watchdog:
             return False
         self._last = now
         return notify("WATCHDOG=1", self._environ)
+
+
+def start_keepalive(
+    alive: Callable[[], bool], environ: Mapping[str, str] | None = None
+) -> threading.Thread | None:
+    """A daemon thread pinging the watchdog while ``alive()`` is true; None outside a watchdog.
+
+    Once ``alive()`` returns False the pings stop, so systemd kills and restarts a stuck service.
+    """
+    watchdog = Watchdog(environ)
+    if not watchdog.enabled or watchdog.interval is None:
+        return None
+    period = watchdog.interval / 2
+
+    def loop() -> None:
+        while alive():
+            watchdog.ping()
+            time.sleep(period)
+
+    thread = threading.Thread(target=loop, name="sd-watchdog", daemon=True)
+    thread.start()
+    return thread

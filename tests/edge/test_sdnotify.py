@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.sdnotify import Watchdog, notify, ready, stopping
+from edge.sdnotify import Watchdog, notify, ready, start_keepalive, stopping
 
 
 @pytest.fixture
@@ -56,3 +56,20 @@ def test_watchdog_meant_for_another_process_stays_off(systemd_socket: tuple[sock
     _, path = systemd_socket
     env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "60000000", "WATCHDOG_PID": str(os.getpid() + 1)}
     assert not Watchdog(env).enabled
+
+
+def test_keepalive_pings_while_alive_and_stops_when_not(systemd_socket: tuple[socket.socket, str]) -> None:
+    sock, path = systemd_socket
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}
+    beats = [3]
+
+    def alive() -> bool:
+        beats[0] -= 1
+        return beats[0] >= 0
+
+    thread = start_keepalive(alive, env)
+    assert thread is not None
+    assert sock.recv(64) == b"WATCHDOG=1"
+    thread.join(timeout=10)
+    assert not thread.is_alive() and beats[0] < 0  # it stopped once alive() said no
+    assert start_keepalive(lambda: True, {}) is None
