@@ -8,6 +8,7 @@ import getpass
 import os
 import queue
 import re
+import shlex
 import shutil
 import socket
 import ssl
@@ -310,3 +311,29 @@ def test_a_wheel_built_from_the_checkout_carries_the_profiles_and_assets(tmp_pat
     shipped = {f"edge/_devices/{p.relative_to(DEVICES)}" for p in DEVICES.rglob("*") if p.is_file()}
     assert shipped <= names, sorted(shipped - names)
     assert {"edge/_devices/raspberry-pi-4.toml", "edge/_devices/mosquitto/acl"} <= names
+
+
+# ------------------------------------------------------------------------------------------- the guide
+
+
+def deploy_commands() -> list[list[str]]:
+    """Every `edge ...` command in docs/deploy.md's shell blocks, continuation lines joined."""
+    text = (DEVICES.parent / "docs" / "deploy.md").read_text()
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line.split("  #")[0], comments=True)
+            if words[:3] == ["sudo", "-u", "edge"]:
+                words = words[3:]
+            if words and words[0] in ("edge", "/opt/edge/venv/bin/edge"):
+                commands.append(words[1:])
+    return commands
+
+
+def test_every_edge_command_in_the_deploy_guide_parses() -> None:
+    from edge.cli import build_parser
+
+    commands = deploy_commands()
+    assert {c[0] for c in commands} >= {"doctor", "config", "keygen", "convert", "push-model", "collect"}
+    for argv in commands:
+        build_parser().parse_args(argv)  # an unknown command or flag exits (SystemExit) and fails the test
