@@ -134,6 +134,7 @@ class Publisher:
         self._changed = threading.Condition(self._lock)
         self._sends: queue.Queue[tuple[str, int] | None] = queue.Queue()
         self._groups: dict[str, set[str]] = {}
+        self._queued: set[tuple[str, int]] = set()
         self._offer_topics: set[str] = set()
         self._sender = threading.Thread(target=self._send_loop, name="chunk-sender", daemon=True)
         self._started = False
@@ -202,9 +203,11 @@ class Publisher:
             return
         if device is None or request.sha256 != self.offer.sha256:
             return
-        for index in request.chunks:
-            if index < self.offer.chunks:
-                self._sends.put((device, index))
+        with self._lock:
+            wanted = [i for i in request.chunks if i < self.offer.chunks and (device, i) not in self._queued]
+            self._queued.update((device, i) for i in wanted)
+        for index in wanted:  # a chunk already waiting to be sent is not queued twice (devices ask again)
+            self._sends.put((device, index))
 
     def _on_status(self, message: Message) -> None:
         topic, payload = message.topic, message.payload
@@ -250,6 +253,8 @@ class Publisher:
             if item is None:
                 return
             device, index = item
+            with self._lock:
+                self._queued.discard(item)
             chunk = self.chunk(index)
             try:
                 self.transport.publish(

@@ -140,7 +140,8 @@ class PipelineActivator:
         candidate = load_candidate(path, self.backend, self.threads)
         check_fits(candidate, self.pipeline.model if self.pipeline is not None else None)
         smoke_test(candidate)
-        golden_test(candidate, read_package(path).files)
+        if GOLDEN_INPUT in manifest.files:
+            golden_test(candidate, read_package(path).files)
         return candidate
 
     def activate(
