@@ -56,7 +56,9 @@ def inspect_package(path: Path) -> str:
 
 def main(argv: list[str]) -> int:
     from converter.report import render
+    from converter.tf_import import import_tensorflow_quietly
 
+    import_tensorflow_quietly()
     workdir = Path(argv[0]) if argv else DEFAULT_WORKDIR
     started = time.monotonic()
     print(f"[1/3] training the digits CNN on scikit-learn's bundled digits -> {workdir}/assets", flush=True)

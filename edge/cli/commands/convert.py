@@ -101,7 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+    from converter.tf_import import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from converter.convert import ConvertOptions, convert
     from converter.errors import ValidationError
     from converter.report import render
