@@ -1,0 +1,95 @@
+"""A throw-away local mosquitto for tools that need a broker and got none (``edge simulate``).
+
+Anonymous, on 127.0.0.1 and a free port, config and data in a folder of its own; ``stop()`` ends it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from cloud_sync.errors import BrokerError
+
+CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+def find_mosquitto() -> str:
+    """Path of the mosquitto binary; a BrokerError saying how to install it when missing."""
+    for name in CANDIDATES:
+        found = shutil.which(name) or (name if Path(name).is_file() else None)
+        if found:
+            return found
+    raise BrokerError("mosquitto is not installed; run: sudo apt-get install mosquitto (or pass --mqtt URL)")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalBroker:
+    """``LocalBroker(folder).start()``; ``url`` is ``mqtt://127.0.0.1:PORT``."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, folder: str | Path, max_queued: int = 100_000) -> None:
+        self.folder = Path(folder)
+        self.port = free_port()
+        self.max_queued = max_queued
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> LocalBroker:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = self.folder / "mosquitto.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"user {getpass.getuser()}",  # as root, mosquitto would switch to user 'mosquitto'
+                    "persistence false",
+                    f"log_dest file {self.folder / 'mosquitto.log'}",
+                    f"max_queued_messages {self.max_queued}",
+                    "allow_anonymous true",
+                    f"listener {self.port} {self.host}",
+                ]
+            )
+            + "\n"
+        )
+        self.process = subprocess.Popen(
+            [find_mosquitto(), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + timeout
+        while not self._listening():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                self.stop()
+                raise BrokerError(f"local mosquitto did not start on port {self.port}: {err.strip()}")
+            time.sleep(0.02)
+        return self
+
+    def _listening(self) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.2)
+            return sock.connect_ex((self.host, self.port)) == 0
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if proc.stderr:
+            proc.stderr.close()
