@@ -9,10 +9,12 @@ produced it. Results go to every sink as ``result.to_json()`` (schema: ``docs/re
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +34,8 @@ from edge.tasks import TaskContext, TaskResult, get_decoder
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+PROBE_FRAMES = 3
+OVERLAP_MIN_MS = 0.5
 _DONE = object()
 
 
@@ -133,12 +137,18 @@ class Pipeline:
         sinks: Sequence[Sink] = (),
         max_pixels: int = DEFAULT_MAX_PIXELS,
         stats_window: int = 1000,
+        decode_workers: int | None = None,
+        overlap: bool | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._model = model
         self.resize = check_mode(resize) if resize is not None else None
         self.sinks: list[Sink] = list(sinks)
         self.max_pixels = max_pixels
+        # decoders running ahead of the interpreter; 0 keeps run() serial
+        cores = os.cpu_count() or 1
+        self.decode_workers = max(1, min(2, cores - 1)) if decode_workers is None else decode_workers
+        self.overlap = overlap  # None: decide from the first frames; True/False: always/never
         self._stats = RollingStats(stats_window)
         self.top_k, self.threshold = 5, 0.0
         self.set_options(top_k=top_k, threshold=threshold)
@@ -191,39 +201,76 @@ class Pipeline:
         return self._finish(self._prepare(item, self.model))
 
     def run(self, items: Iterable[Any]) -> Iterator[InferenceResult]:
-        """Results in input order; the next input is decoded while the current one is invoked."""
-        slots: queue.Queue[Any] = queue.Queue(maxsize=2)
+        """Results in input order; decoding runs ahead on worker threads while the current input is invoked.
+
+        The first ``PROBE_FRAMES`` inputs run serially; when decoding or invoking takes under
+        ``OVERLAP_MIN_MS`` (a tiny model on tiny images) handing frames between threads costs more than it
+        saves, so the run stays serial.
+        """
+        iterator = iter(items)
+        if self.overlap is not None:
+            if self.overlap and self.decode_workers > 0:
+                yield from self._overlapped(iterator)
+            else:
+                yield from (self.infer(item) for item in iterator)
+            return
+        prepare_ms: list[float] = []
+        invoke_ms: list[float] = []
+        for _ in range(PROBE_FRAMES):
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            result = self.infer(item)
+            if result.ok:
+                prepare_ms.append(result.timing.decode + result.timing.preprocess)
+                invoke_ms.append(result.timing.invoke)
+            yield result
+        worth = (
+            bool(prepare_ms)
+            and min(float(np.median(prepare_ms)), float(np.median(invoke_ms))) >= OVERLAP_MIN_MS
+        )
+        if not worth or self.decode_workers < 1:
+            for item in iterator:
+                yield self.infer(item)
+            return
+        yield from self._overlapped(iterator)
+
+    def _overlapped(self, iterator: Iterator[Any]) -> Iterator[InferenceResult]:
+        pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="edge-decode")
+        ready: queue.Queue[Any] = queue.Queue()  # futures, in input order
+        slots = threading.Semaphore(self.decode_workers + 1)
         stop = threading.Event()
 
-        def produce() -> None:
+        def feed() -> None:
             try:
-                for item in items:
-                    prepared = self._prepare(item, self.model)
-                    while not stop.is_set():
-                        try:
-                            slots.put(prepared, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
+                for item in iterator:
+                    while not slots.acquire(timeout=0.1):
+                        if stop.is_set():
+                            return
                     if stop.is_set():
                         return
+                    ready.put(pool.submit(self._prepare, item, self.model))
             except BaseException as exc:  # re-raised in the consumer
-                slots.put(exc)
+                ready.put(exc)
                 return
-            slots.put(_DONE)
+            ready.put(_DONE)
 
-        worker = threading.Thread(target=produce, name="edge-decode", daemon=True)
-        worker.start()
+        feeder = threading.Thread(target=feed, name="edge-feed", daemon=True)
+        feeder.start()
         try:
             while True:
-                got = slots.get()
+                got = ready.get()
                 if got is _DONE:
                     return
                 if isinstance(got, BaseException):
                     raise got
-                yield self._finish(got)
+                prepared = got.result()
+                slots.release()
+                yield self._finish(prepared)
         finally:
             stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _resize_mode(self, model: Model) -> str:
         if self.resize is not None:

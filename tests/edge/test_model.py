@@ -63,10 +63,24 @@ def test_fast_uint8_only_when_quantization_undoes_normalization():
     assert is_fast_uint8(np.dtype(np.uint8), identity, (0.0,), (1.0,))
     assert not is_fast_uint8(np.dtype(np.int8), identity, (0.0,), (1.0,))
     assert not is_fast_uint8(np.dtype(np.uint8), identity, (127.5,), (127.5,))
-    # mean 127.5 / std 127.5 maps pixels to -1..1; scale 1/127.5 with zero point 127.5 would undo it
-    undo = TensorQuant((1 / 127.5,), (128,))
-    assert not is_fast_uint8(np.dtype(np.uint8), undo, (127.5,), (127.5,))  # 127.5 != 128: not exact
-    assert is_fast_uint8(np.dtype(np.uint8), TensorQuant((1 / 128,), (128,)), (128.0,), (128.0,))
+    # mean 127.5 / std 127.5 maps pixels to -1..1; scale 1/127.5 with zero point 127 or 128 undoes it
+    # within half a quantization step; zero point 126 does not
+    for zero, fast in ((127, True), (128, True), (126, False)):
+        quant = TensorQuant((1 / 127.5,), (zero,))
+        assert is_fast_uint8(np.dtype(np.uint8), quant, (127.5,), (127.5,)) is fast
+    assert not is_fast_uint8(np.dtype(np.uint8), TensorQuant((1 / 100,), (128,)), (128.0,), (128.0,))
+
+
+def test_fused_input_quantization_matches_the_reference():
+    from edge.model import InputSpec, TensorSpec
+
+    quant = TensorQuant((0.0078125,), (-3,))
+    tensor = TensorSpec(0, "x", (1, 4, 4, 3), np.dtype(np.int8), quant)
+    spec = InputSpec(tensor, 4, 4, 3, "NHWC", (120.0, 110.0, 100.0), (60.0, 61.0, 62.0), False)
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 4, 3)).astype(np.uint8)
+    real = (pixels.astype(np.float64) - np.array(spec.mean)) / np.array(spec.std)
+    reference = quantize(real, quant, np.int8)
+    assert np.abs(to_input_tensor(pixels, spec)[0].astype(int) - reference.astype(int)).max() <= 1
 
 
 # --------------------------------------------------------------------------------------- real models

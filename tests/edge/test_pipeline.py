@@ -54,7 +54,7 @@ def mixed_inputs(assets, tmp_path):
 def test_run_keeps_order_and_fails_only_bad_inputs(assets, digits, tmp_path):
     items = mixed_inputs(assets, tmp_path)
     sink = ListSink()
-    pipeline = Pipeline(digits, top_k=1, sinks=[sink])
+    pipeline = Pipeline(digits, top_k=1, sinks=[sink], overlap=True)
     results = list(pipeline.run(items))
     assert [r.input for r in results] == [str(p) for p in items]
     assert [r.error is None for r in results] == [True, False, False, True, False, True]
@@ -115,7 +115,7 @@ def test_swap_model_takes_effect_between_inferences_and_results_name_the_version
     v2_path = tmp_path / "digits-v2.edgepkg"
     write_package(v2_path, replace(package.manifest, version=2), dict(package.files))
     v1, v2 = load_model(assets.digits_package), load_model(v2_path)
-    pipeline = Pipeline(v1, top_k=1)
+    pipeline = Pipeline(v1, top_k=1, overlap=True)
     files = sorted(assets.digit_images.iterdir())[:10]
     versions = []
     for i, result in enumerate(pipeline.run(files)):
@@ -129,7 +129,7 @@ def test_swap_model_takes_effect_between_inferences_and_results_name_the_version
 
 def test_swap_to_a_model_with_another_input_re_prepares(assets, digits):
     ssd = load_model(assets.model("ssd"), std=255.0)
-    pipeline = Pipeline(digits)
+    pipeline = Pipeline(digits, overlap=True)
     image = assets.images["coffee.webp"]
     results = []
     for i, result in enumerate(pipeline.run([image] * 4)):
@@ -142,7 +142,7 @@ def test_swap_to_a_model_with_another_input_re_prepares(assets, digits):
 
 def test_swap_from_another_thread_while_running(assets, digits):
     other = load_model(assets.model("digits_float32"))
-    pipeline = Pipeline(digits, top_k=1)
+    pipeline = Pipeline(digits, top_k=1, overlap=True)
     files = sorted(assets.digit_images.iterdir()) * 5
     stop = threading.Event()
 
@@ -213,7 +213,7 @@ def test_source_exception_reaches_the_caller(digits):
         yield np.zeros((8, 8), np.uint8)
         raise ConfigError("camera went away")
 
-    pipeline = Pipeline(digits)
+    pipeline = Pipeline(digits, overlap=True)
     run = pipeline.run(items())
     assert next(run).ok
     with pytest.raises(ConfigError, match="camera went away"):
@@ -229,3 +229,21 @@ def test_stats_window_percentiles(digits):
     for stage in ("decode", "preprocess", "invoke", "postprocess", "total"):
         assert stats[stage]["p50"] <= stats[stage]["p95"] <= stats[stage]["p99"]
     assert stats["fps"] > 0
+
+
+def test_overlap_is_chosen_from_the_first_frames(assets, digits):
+    files = sorted(assets.digit_images.iterdir())[:8]
+    pipeline = Pipeline(digits, top_k=1)
+    decided = []
+    original = pipeline._overlapped
+
+    def spy(iterator):
+        decided.append(True)
+        return original(iterator)
+
+    pipeline._overlapped = spy  # type: ignore[method-assign]
+    assert len(list(pipeline.run(files))) == 8
+    assert decided == []  # 8x8 PNGs on a tiny CNN: sub-millisecond stages stay serial
+    serial = [r.result.classes[0].index for r in Pipeline(digits, top_k=1, overlap=False).run(files)]
+    overlapped = [r.result.classes[0].index for r in Pipeline(digits, top_k=1, overlap=True).run(files)]
+    assert serial == overlapped

@@ -13,6 +13,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from edge.cli import EXIT_ERROR, EXIT_OK
@@ -34,8 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak resident memory of this process in MB.
+
+    Linux: ``VmHWM`` of /proc/self/status (ru_maxrss would carry over the parent's peak across fork+exec).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
