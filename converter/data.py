@@ -1,6 +1,6 @@
 """Calibration and evaluation samples: image folders and ``.npy``/``.npz`` arrays in model-input space.
 
-Images are decoded and resized with :func:`converter.preprocess.preprocess_image` (what the device does);
+Images are decoded and resized with :func:`converter.preprocess.preprocess_image` (the device's code);
 arrays are taken as they are and must match the model input with or without a leading batch axis.
 Files that cannot be decoded as images are skipped and counted.
 """
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from converter.errors import CalibrationError
 from converter.preprocess import preprocess_image
+from edge.errors import InputError
 from edge.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -157,10 +157,9 @@ def _load_image_folder(
     with Progress(f"reading {option} images", total=len(order)) as bar:
         for i in order:
             try:
-                with Image.open(files[i]) as image:
-                    arrays.append(preprocess_image(image, height, width, channels, mean, std))
+                arrays.append(preprocess_image(files[i], height, width, channels, mean, std))
                 ids.append(classes[i])
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            except (InputError, OSError) as exc:
                 skipped += 1
                 log.warning("%s: skipping %s: %s", option, files[i], exc)
             bar.advance()

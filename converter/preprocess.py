@@ -1,33 +1,35 @@
-"""Image preprocessing for calibration and evaluation, done the way the device does it.
+"""Image preprocessing for calibration and evaluation: exactly what the device does.
 
-Decode with Pillow, convert to RGB or grayscale by the model's channel count, stretch-resize to the
-model's height x width (bilinear), then ``(pixel - mean) / std`` per channel with pixels in 0..255.
+Decoding, EXIF orientation, channel conversion and the stretch resize come from the device's own
+``edge.preprocess.prepare_image``; this module adds the normalization ``(pixel - mean) / std`` that the
+device applies before quantizing (see ``edge.model``), giving float32 values in model-input space.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from edge.preprocess import prepare_image
+
 
 def preprocess_image(
-    image: Image.Image,
+    image: Image.Image | Path | str | bytes,
     height: int,
     width: int,
     channels: int,
     mean: Sequence[float] = (0.0,),
     std: Sequence[float] = (1.0,),
 ) -> np.ndarray:
-    """One decoded image -> float32 array (height, width, channels) in the model's input space."""
-    if channels not in (1, 3):
-        raise ValueError(f"image inputs need 1 or 3 channels, got {channels}")
-    converted = image.convert("L" if channels == 1 else "RGB")
-    if converted.size != (width, height):
-        converted = converted.resize((width, height), Image.Resampling.BILINEAR)
-    pixels = np.asarray(converted, dtype=np.float32).reshape(height, width, channels)
-    return normalize(pixels, mean, std)
+    """One image (PIL image, path or encoded bytes) -> float32 (height, width, channels), model-input space.
+
+    Raises ``edge.errors.InputError`` when the image cannot be decoded.
+    """
+    pixels = prepare_image(image, width, height, channels, mode="stretch").pixels
+    return normalize(pixels.astype(np.float32).reshape(height, width, channels), mean, std)
 
 
 def normalize(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -14,17 +14,20 @@ from converter.errors import CalibrationError
 from converter.preprocess import preprocess_image
 
 
-def test_preprocess_resizes_converts_and_normalizes() -> None:
-    image = Image.fromarray(data.astronaut())
-    rgb = preprocess_image(image, 32, 48, 3, mean=(127.5,), std=(127.5,))
+def test_preprocess_is_the_devices_plus_normalization(tmp_path: Path) -> None:
+    from edge.preprocess import prepare_image
+
+    path = tmp_path / "astronaut.jpg"
+    Image.fromarray(data.astronaut()).save(path, quality=90)
+    rgb = preprocess_image(path, 32, 48, 3, mean=(127.5,), std=(127.5,))
     assert rgb.shape == (32, 48, 3) and rgb.dtype == np.float32
     assert -1.0 <= rgb.min() < 0 < rgb.max() <= 1.0
-    gray = preprocess_image(image, 10, 10, 1)
+    device = prepare_image(path, 48, 32, 3, mode="stretch").pixels.astype(np.float32)
+    np.testing.assert_allclose(rgb, (device - 127.5) / 127.5, rtol=1e-6)
+    gray = preprocess_image(Image.open(path), 10, 10, 1)
     assert gray.shape == (10, 10, 1) and gray.min() >= 0 and gray.max() <= 255
-    expected = np.asarray(image.convert("L").resize((10, 10), Image.Resampling.BILINEAR), np.float32)
-    np.testing.assert_array_equal(gray[..., 0], expected)
-    per_channel = preprocess_image(image, 8, 8, 3, mean=(10.0, 20.0, 30.0), std=(2.0, 2.0, 2.0))
-    plain = preprocess_image(image, 8, 8, 3)
+    per_channel = preprocess_image(path, 8, 8, 3, mean=(10.0, 20.0, 30.0), std=(2.0, 2.0, 2.0))
+    plain = preprocess_image(path, 8, 8, 3)
     np.testing.assert_allclose(per_channel, (plain - [10, 20, 30]) / 2, rtol=1e-6)
 
 
@@ -49,9 +52,7 @@ def test_array_errors(tmp_path: Path) -> None:
     with pytest.raises(CalibrationError, match=r"holds arrays \['a', 'b'\] but no 'x'"):
         load_samples(keys, (2,), option="--calib")
     with pytest.raises(CalibrationError, match="neither a folder of images nor a .npy/.npz"):
-        load_samples(tmp_path / "strings.npy.txt", (2,), option="--calib") if False else load_samples(
-            _touch(tmp_path / "data.csv"), (2,), option="--calib"
-        )
+        load_samples(_touch(tmp_path / "data.csv"), (2,), option="--calib")
     with pytest.raises(CalibrationError, match="is not an image"):
         load_samples(tmp_path, (2,), option="--calib")
 
