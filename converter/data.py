@@ -161,7 +161,7 @@ def _load_image_folder(
                 ids.append(classes[i])
             except (InputError, OSError) as exc:
                 skipped += 1
-                log.warning("%s: skipping %s: %s", option, files[i], exc)
+                log.info("%s: skipping %s: %s", option, files[i], exc)
             bar.advance()
     if not arrays:
         raise CalibrationError(
