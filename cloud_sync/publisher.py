@@ -30,6 +30,7 @@ from cloud_sync.update_protocol import (
     check_topic_part,
     chunk_topic,
     device_from_topic,
+    group_chunk_topic,
     group_offer_topic,
     offer_topic,
 )
@@ -39,6 +40,7 @@ from edge.signing import load_private_key, sign_package
 log = logging.getLogger(__name__)
 
 SUCCESS, FAILED, PENDING = "success", "failed", "pending"
+GROUP_COALESCE_S = 1.0  # a group chunk asked for again within this time is not sent again
 
 
 def make_offer(package_bytes: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Offer:
@@ -135,6 +137,7 @@ class Publisher:
         self._sends: queue.Queue[tuple[str, int] | None] = queue.Queue()
         self._groups: dict[str, set[str]] = {}
         self._queued: set[tuple[str, int]] = set()
+        self._group_sent: dict[tuple[str, int], float] = {}
         self._offer_topics: set[str] = set()
         self._sender = threading.Thread(target=self._send_loop, name="chunk-sender", daemon=True)
         self._started = False
@@ -203,11 +206,21 @@ class Publisher:
             return
         if device is None or request.sha256 != self.offer.sha256:
             return
+        # A group's chunks go once to the group topic for every member; a chunk already waiting to be sent
+        # (or sent to the group moments ago) is not queued again when devices ask again.
+        target = f"group/{request.group}" if request.group else device
+        now = time.monotonic()
         with self._lock:
-            wanted = [i for i in request.chunks if i < self.offer.chunks and (device, i) not in self._queued]
-            self._queued.update((device, i) for i in wanted)
-        for index in wanted:  # a chunk already waiting to be sent is not queued twice (devices ask again)
-            self._sends.put((device, index))
+            wanted = [
+                i
+                for i in request.chunks
+                if i < self.offer.chunks
+                and (target, i) not in self._queued
+                and now - self._group_sent.get((target, i), -1e9) > GROUP_COALESCE_S
+            ]
+            self._queued.update((target, i) for i in wanted)
+        for index in wanted:
+            self._sends.put((target, index))
 
     def _on_status(self, message: Message) -> None:
         topic, payload = message.topic, message.payload
@@ -256,10 +269,16 @@ class Publisher:
             with self._lock:
                 self._queued.discard(item)
             chunk = self.chunk(index)
-            try:
-                self.transport.publish(
-                    chunk_topic(self.prefix, device, self.offer.sha256, index), chunk, qos=1
+            if device.startswith("group/"):
+                topic = group_chunk_topic(
+                    self.prefix, device.removeprefix("group/"), self.offer.sha256, index
                 )
+                with self._lock:
+                    self._group_sent[item] = time.monotonic()
+            else:
+                topic = chunk_topic(self.prefix, device, self.offer.sha256, index)
+            try:
+                self.transport.publish(topic, chunk, qos=1)
             except Exception as exc:  # the broker went away: the device asks again after its timeout
                 log.info("could not send chunk %d to %s: %s", index, device, exc)
                 continue

@@ -82,7 +82,7 @@ class _Transfer:
     last_progress: float = 0.0
     last_activity: float = 0.0
     retries: int = 0
-    received_bytes: int = 0
+    group: str = ""  # the offer came to this group: chunks may arrive on the group's chunk topic
 
 
 class UpdateAgent:
@@ -127,6 +127,8 @@ class UpdateAgent:
     def start(self) -> UpdateAgent:
         self._publish_initial_status()
         self.transport.subscribe(f"{self.prefix}/{self.device_id}/model/chunk/#", self._on_chunk)
+        for group in self.groups:
+            self.transport.subscribe(f"{self.prefix}/group/{group}/model/chunk/#", self._on_chunk)
         for topic in self.offer_topics():
             self.transport.subscribe(topic, self._on_offer)
         add_listener = getattr(self.transport, "add_connect_listener", None)
@@ -230,7 +232,8 @@ class UpdateAgent:
         if current is not None:
             current.staging.discard()
         staging = self.store.staging(offer.sha256, list(offer.chunk_sha256))
-        self._transfer = _Transfer(offer, staging, topic, {}, last_activity=time.monotonic())
+        group = next((g for g in self.groups if group_offer_topic(self.prefix, g) == topic), "")
+        self._transfer = _Transfer(offer, staging, topic, {}, last_activity=time.monotonic(), group=group)
         log.info(
             "downloading %s v%d: %d chunks, %d already staged",
             offer.name,
@@ -291,7 +294,7 @@ class UpdateAgent:
             return
         for index in wanted:
             transfer.outstanding[index] = now
-        request = ChunkRequest(transfer.offer.sha256, tuple(wanted))
+        request = ChunkRequest(transfer.offer.sha256, tuple(wanted), transfer.group)
         self.transport.publish(request_topic(self.prefix, self.device_id), request.to_bytes(), qos=1)
 
     def _handle_chunk(self, topic: str, payload: bytes) -> None:

@@ -4,6 +4,7 @@
     <prefix>/group/<name>/model/offer           retained JSON Offer for every device of a group
     <prefix>/<id>/model/request                 device -> publisher: JSON {"sha256", "chunks": [index, ...]}
     <prefix>/<id>/model/chunk/<sha16>/<index>   publisher -> device: the raw bytes of one chunk
+    <prefix>/group/<name>/model/chunk/<sha16>/<index>   the same, once for every device of a group
     <prefix>/<id>/model/status                  retained JSON Status of the device's updates
 
 Chunks travel as raw bytes (no base64), so the bytes on the wire are the package plus topic overhead. Every
@@ -53,6 +54,10 @@ def request_topic(prefix: str, device_id: str) -> str:
 
 def chunk_topic(prefix: str, device_id: str, sha256: str, index: int) -> str:
     return f"{prefix}/{device_id}/model/chunk/{sha256[:16]}/{index}"
+
+
+def group_chunk_topic(prefix: str, group: str, sha256: str, index: int) -> str:
+    return f"{prefix}/group/{group}/model/chunk/{sha256[:16]}/{index}"
 
 
 def status_topic(prefix: str, device_id: str) -> str:
@@ -172,13 +177,18 @@ class Offer:
 
 @dataclass(frozen=True, slots=True)
 class ChunkRequest:
-    """A device asks for some chunks of the package ``sha256``."""
+    """A device asks for some chunks of the package ``sha256``; with ``group``, the offer came to that group
+    and the chunks may be sent once on the group's chunk topic for every member."""
 
     sha256: str
     chunks: tuple[int, ...]
+    group: str = ""
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"sha256": self.sha256, "chunks": list(self.chunks)}).encode("utf-8")
+        data: dict[str, Any] = {"sha256": self.sha256, "chunks": list(self.chunks)}
+        if self.group:
+            data["group"] = self.group
+        return json.dumps(data).encode("utf-8")
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> ChunkRequest:
@@ -190,7 +200,10 @@ class ChunkRequest:
             or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in chunks)
         ):
             raise PayloadError(f"chunk request.chunks must be a list of at most {MAX_REQUEST_CHUNKS} indexes")
-        return cls(_sha(data, "sha256", "chunk request"), tuple(chunks))
+        group = data.get("group", "")
+        if not isinstance(group, str) or (group and not _TOPIC_PART.match(group)):
+            raise PayloadError(f"chunk request.group must be a group name, got {group!r}")
+        return cls(_sha(data, "sha256", "chunk request"), tuple(chunks), group)
 
 
 @dataclass(frozen=True, slots=True)
