@@ -155,12 +155,13 @@ def decode(
     mode: str = "stretch",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
+    orientation: int | None = None,
 ) -> Image.Image:
     """Decode fully and upright (EXIF orientation); ``size`` (w, h) allows JPEG draft decoding."""
     image = open_image(item, max_pixels)
     name = name or _describe(item)
     try:
-        orientation = _orientation(image)
+        orientation = _orientation(image) if orientation is None else orientation
         if size is not None and image.format == "JPEG":
             _draft(image, size, mode, orientation)
         if getattr(image, "n_frames", 1) > 1:
@@ -257,8 +258,10 @@ def load_upright(
         image = array_to_image(item)
         return image, image.size
     opened = open_image(item, max_pixels)
-    upright = opened.size[::-1] if _orientation(opened) in _TRANSPOSED else opened.size
-    return decode(opened, size, mode, max_pixels, _describe(item)), (int(upright[0]), int(upright[1]))
+    orientation = _orientation(opened)
+    upright = opened.size[::-1] if orientation in _TRANSPOSED else opened.size
+    image = decode(opened, size, mode, max_pixels, _describe(item), orientation)
+    return image, (int(upright[0]), int(upright[1]))
 
 
 def fit(

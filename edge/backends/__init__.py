@@ -8,7 +8,6 @@ named by the ``EDGE_BACKEND`` environment variable). An explicit backend that is
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 from collections.abc import Callable
@@ -37,6 +36,8 @@ class Backend:
             return False
 
     def version(self) -> str | None:
+        import importlib.metadata  # ~20 ms: only when asked
+
         try:
             return importlib.metadata.version(self.package)
         except importlib.metadata.PackageNotFoundError:
