@@ -107,18 +107,24 @@ AckCallback = Callable[[bool, str], None]  # (accepted by the broker, reason)
 class Delivery:
     """The fate of one publish: ``wait()`` until the broker acknowledged it (QoS 1) or it was sent (QoS 0)."""
 
-    __slots__ = ("mid", "_event", "accepted", "reason", "_on_ack")
+    __slots__ = ("mid", "_event", "_finished", "accepted", "reason", "_on_ack")
+    _guard = threading.Lock()  # the Event is made only for callers that wait (most never do)
 
     def __init__(self, mid: int, on_ack: AckCallback | None = None) -> None:
         self.mid = mid
-        self._event = threading.Event()
+        self._event: threading.Event | None = None
+        self._finished = False
         self.accepted = False
         self.reason = ""
         self._on_ack = on_ack
 
     def _done(self, accepted: bool, reason: str) -> None:
         self.accepted, self.reason = accepted, reason
-        self._event.set()
+        with Delivery._guard:
+            self._finished = True
+            event = self._event
+        if event is not None:
+            event.set()
         if self._on_ack is not None:
             try:
                 self._on_ack(accepted, reason)
@@ -127,11 +133,17 @@ class Delivery:
 
     @property
     def acknowledged(self) -> bool:
-        return self._event.is_set()
+        return self._finished
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once acknowledged (check ``accepted``: the broker may refuse, e.g. by ACL on MQTT 5)."""
-        return self._event.wait(timeout)
+        with Delivery._guard:
+            if self._finished:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
 
 class MqttConnection:

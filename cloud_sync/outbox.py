@@ -31,6 +31,8 @@ from typing import Any, Protocol
 from cloud_sync.errors import OutboxError
 
 log = logging.getLogger(__name__)
+ACK_FLUSH_S = 0.05  # acknowledgements are written to disk in batches at least this often
+UNSENT_MAX = 20_000  # committed-but-unsent rows also kept in memory (beyond: read back from the database)
 
 DB_NAME = "outbox.sqlite"
 SCHEMA = """
@@ -66,7 +68,7 @@ class OutboxPolicy:
     max_age_s: float = 7 * 24 * 3600.0
     retain_s: float = 3600.0
     retain_max: int = 100_000
-    window: int = 1000  # messages handed to MQTT and not yet acknowledged
+    window: int = 10_000  # messages handed to the MQTT client and not yet acknowledged
     batch: int = 2000  # messages per commit
     housekeeping_s: float = 2.0  # how often age and retention bounds are applied
 
@@ -162,6 +164,12 @@ class Outbox:
         self._acks: deque[tuple[int, bool, str]] = deque()
         self._inflight: dict[int, tuple[int, bool]] = {}  # id -> (payload length, kept for replay)
         self._cursor = 0  # highest id handed to MQTT in this process
+        self._unsent: deque[tuple[int, str, bytes, str]] = deque()  # committed, not yet handed out
+        self._spilled = bool(self._pending)  # unsent rows live only in the database
+        self._ack_rows: list[tuple[float, int]] = []
+        self._forget_rows: list[tuple[int]] = []
+        self._ack_since = 0.0
+        self._rejected_new = 0
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._seq_lock = threading.Lock()
@@ -256,6 +264,11 @@ class Outbox:
         )
 
     @property
+    def acked(self) -> int:
+        """Messages acknowledged by the broker since this outbox was opened (cheap: no database read)."""
+        return self._acked_total
+
+    @property
     def last_seq(self) -> int:
         """The highest result ``seq`` committed so far."""
         return self._last_seq
@@ -290,25 +303,62 @@ class Outbox:
     def _run(self) -> None:
         try:
             while True:
-                self._wake.wait(min(0.5, self.policy.housekeeping_s))
+                timeout = ACK_FLUSH_S if self._ack_rows or self._forget_rows else self.policy.housekeeping_s
+                self._wake.wait(min(0.5, timeout))
                 self._wake.clear()
                 stopping = self._stop
-                while self._incoming or self._acks:
+                while True:
+                    self._take_acks()
                     self._write_batch()
                     self._hand_out()
-                self._hand_out()
+                    if not self._incoming and not self._acks:
+                        break
+                if self._ack_rows or self._forget_rows:
+                    due = stopping or len(self._ack_rows) >= self.policy.batch
+                    if due or time.monotonic() - self._ack_since >= ACK_FLUSH_S:
+                        self._write_batch(flush_acks=True)
                 if time.monotonic() - self._last_housekeeping > self.policy.housekeeping_s:
                     self._housekeeping()
                 with self._idle:
                     self._idle.notify_all()
                 if stopping and not self._incoming and not self._acks:
+                    self._take_acks()
+                    self._write_batch(flush_acks=True)
                     return
         except BaseException as exc:  # surfaced to producers by add()
             self._error = exc
             log.exception("outbox writer stopped")
 
-    def _write_batch(self) -> None:
-        """One transaction: new messages, acknowledgements, bounds."""
+    def _take_acks(self) -> None:
+        """Apply acknowledgements in memory (frees the window at once); their rows are written later."""
+        acks = self._acks
+        if not acks:
+            return
+        now = time.time()
+        if not self._ack_rows and not self._forget_rows:
+            self._ack_since = time.monotonic()
+        while acks:
+            ident, accepted, _ = acks.popleft()
+            entry = self._inflight.pop(ident, None)
+            if entry is None:  # dropped meanwhile, or a duplicate acknowledgement
+                continue
+            size, keep = entry
+            self._pending -= 1
+            self._pending_bytes -= size
+            if not accepted:
+                self._rejected += 1
+                self._rejected_new += 1
+                self._forget_rows.append((ident,))
+            elif keep:
+                self._retained += 1
+                self._acked_total += 1
+                self._ack_rows.append((now, ident))
+            else:
+                self._acked_total += 1
+                self._forget_rows.append((ident,))
+
+    def _write_batch(self, flush_acks: bool = False) -> None:
+        """One transaction: new messages (committed before any publish), acknowledgements, bounds."""
         rows: list[tuple[int, str, int | None, str, bytes, float]] = []
         max_seq = self._last_seq
         while self._incoming and len(rows) < self.policy.batch:
@@ -317,63 +367,44 @@ class Outbox:
             self._next_id += 1
             if seq is not None and seq > max_seq:
                 max_seq = seq
-        acks: list[tuple[float, int]] = []
-        forget: list[tuple[int]] = []  # acknowledged telemetry: nothing to replay
-        rejected: list[tuple[int]] = []
-        now = time.time()
-        while self._acks:
-            ident, accepted, _ = self._acks.popleft()
-            if not accepted:
-                rejected.append((ident,))
-            elif self._inflight.get(ident, (0, True))[1]:
-                acks.append((now, ident))
-            else:
-                forget.append((ident,))
-        if not rows and not acks and not rejected and not forget:
+        if not rows and not (flush_acks and (self._ack_rows or self._forget_rows)):
             return
+        acks, forget = self._ack_rows, self._forget_rows
+        self._ack_rows, self._forget_rows = [], []
         db = self._db
         try:
             db.execute("BEGIN")
+            if acks:
+                db.executemany("UPDATE outbox SET acked = ? WHERE id = ? AND acked IS NULL", acks)
+            if forget:
+                db.executemany("DELETE FROM outbox WHERE id = ? AND acked IS NULL", forget)
+            if self._rejected_new:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('rejected', ?)", (self._rejected,))
+                log.warning("outbox: the broker refused %d message(s); dropped", self._rejected_new)
+                self._rejected_new = 0
             if rows:
                 db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?, NULL)", rows)
                 if max_seq != self._last_seq:
                     db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (max_seq,))
-            if acks:
-                db.executemany("UPDATE outbox SET acked = ? WHERE id = ? AND acked IS NULL", acks)
-            if rejected or forget:
-                db.executemany("DELETE FROM outbox WHERE id = ? AND acked IS NULL", rejected + forget)
-            self._pending += len(rows)
-            self._pending_bytes += sum(len(r[4]) for r in rows)
-            self._enforce_bounds(db)
-            if rejected:
-                self._rejected += len(rejected)
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('rejected', ?)", (self._rejected,))
+                self._pending += len(rows)
+                self._pending_bytes += sum(len(r[4]) for r in rows)
+                self._enforce_bounds(db)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise OutboxError(f"cannot write the outbox {self.path}: {exc}; check free disk space") from exc
         self._last_seq = max_seq
-        for _, ident in acks:
-            entry = self._inflight.pop(ident, None)
-            if entry is not None:
-                self._pending -= 1
-                self._pending_bytes -= entry[0]
-                self._retained += 1
-                self._acked_total += 1
-        for (ident,) in forget:
-            entry = self._inflight.pop(ident, None)
-            if entry is not None:
-                self._pending -= 1
-                self._pending_bytes -= entry[0]
-                self._acked_total += 1
-        for (ident,) in rejected:
-            entry = self._inflight.pop(ident, None)
-            if entry is not None:
-                self._pending -= 1
-                self._pending_bytes -= entry[0]
-        if rejected:
-            log.warning("outbox: the broker refused %d message(s) (e.g. by ACL); dropped", len(rejected))
+        if rows and not self._spilled:
+            if len(self._unsent) + len(rows) > UNSENT_MAX:
+                self._spill()
+            else:
+                self._unsent.extend((r[0], r[3], r[4], r[1]) for r in rows)
+
+    def _spill(self) -> None:
+        """Forget the in-memory copy of unsent rows; hand out from the database until caught up."""
+        self._unsent.clear()
+        self._spilled = True
 
     def _enforce_bounds(self, db: sqlite3.Connection) -> None:
         """Drop the oldest pending messages past the count / byte bounds (inside the open transaction)."""
@@ -398,6 +429,7 @@ class Outbox:
     def _drop(self, db: sqlite3.Connection, chosen: list[tuple[int, int]], why: str) -> None:
         if not chosen:
             return
+        self._spill()
         db.executemany("DELETE FROM outbox WHERE id = ?", [(ident,) for ident, _ in chosen])
         for ident, size in chosen:
             self._inflight.pop(ident, None)
@@ -411,6 +443,7 @@ class Outbox:
     def _housekeeping(self) -> None:
         """Drop pending messages past ``max_age_s``; forget acknowledged ones past the retention window."""
         self._last_housekeeping = time.monotonic()
+        self._write_batch(flush_acks=True)  # the database must know every acknowledgement first
         policy, db, now = self.policy, self._db, time.time()
         try:
             db.execute("BEGIN")
@@ -443,21 +476,30 @@ class Outbox:
         if publisher is None or self._stop or not publisher.connected:
             return
         room = self.policy.window - len(self._inflight)
-        if room <= 0 or self._pending <= len(self._inflight):
+        if room <= 0:
             return
-        rows = self._db.execute(
-            "SELECT id, topic, payload, kind FROM outbox WHERE acked IS NULL AND id > ? ORDER BY id LIMIT ?",
-            (self._cursor, room),
-        ).fetchall()
+        batch: list[tuple[int, str, bytes, str]]
+        if self._spilled:
+            batch = self._db.execute(
+                "SELECT id, topic, payload, kind FROM outbox"
+                " WHERE acked IS NULL AND id > ? ORDER BY id LIMIT ?",
+                (self._cursor, room),
+            ).fetchall()
+            if len(batch) < room:
+                self._spilled = False  # caught up: every committed row past the cursor is in this batch
+        else:
+            unsent = self._unsent
+            batch = [unsent.popleft() for _ in range(min(room, len(unsent)))]
         acks = self._acks
         wake = self._wake
-        for ident, topic, payload, kind in rows:
+        for ident, topic, payload, kind in batch:
             self._inflight[ident] = (len(payload), kind == "result")
             self._cursor = ident
 
             def on_ack(accepted: bool, reason: str, ident: int = ident) -> None:
                 acks.append((ident, accepted, reason))
-                wake.set()
+                if not wake.is_set():
+                    wake.set()
 
             publisher.publish(topic, payload, qos=1, on_ack=on_ack)
             self._published += 1
