@@ -49,7 +49,11 @@ def latency_summary(stats: dict[str, Any]) -> dict[str, Any]:
         total = stats.get("latency_ms")
     if not isinstance(total, dict):
         return {"p50": None, "p95": None, "p99": None}
-    return {k: total.get(k) for k in ("p50", "p95", "p99")}
+    return {k: _round(total.get(k), 3) for k in ("p50", "p95", "p99")}
+
+
+def _round(value: Any, digits: int) -> Any:
+    return round(value, digits) if isinstance(value, float) else value
 
 
 def build_telemetry(
@@ -74,7 +78,7 @@ def build_telemetry(
         "seq": outbox.last_seq,
         "ts": round(time.time(), 3),
         "uptime_s": round(time.monotonic() - started, 1),
-        "fps": stats.get("fps"),
+        "fps": _round(stats.get("fps"), 2),
         "latency_ms": latency_summary(stats),
         "backend": getattr(model, "backend_name", None),
         "model": {"name": getattr(model, "name", None), "version": getattr(model, "version", None)},
