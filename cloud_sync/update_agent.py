@@ -222,6 +222,11 @@ class UpdateAgent:
             if float(done.get("offer_at") or 0.0) != offer.published_at:
                 self._report_again(offer, done)
             return
+        active = self.store.active()
+        if active is not None and active.sha256 == offer.sha256:
+            # Activated, then killed before the outcome was written: report it instead of a downgrade.
+            self._report_again(offer, {"state": "active"})
+            return
         if current is not None and current.offer.version >= offer.version:
             return
         try:

@@ -137,3 +137,20 @@ def test_transfer_resumes_after_device_kill_9_without_refetching_finished_chunks
     from edge.store import ModelStore
 
     assert ModelStore(state).active().version == 2
+
+
+def test_offer_of_the_package_already_active_reports_active(mosquitto, tmp_path, keys, package) -> None:
+    # As after a kill -9 between the pointer flip and the outcome record: the store has it active already.
+    from edge.package import read_package_bytes
+    from edge.store import ModelStore
+
+    store = ModelStore(tmp_path / "dev")
+    store.activate(store.install(package, read_package_bytes(package).manifest))
+    device = start_device(mosquitto.url, tmp_path / "dev", "dev1", [keys.pub])
+    try:
+        with publishing(mosquitto.url, package) as publisher:
+            publisher.offer_devices(["dev1"])
+            assert publisher.wait(["dev1"], time.monotonic() + 30), publisher.rollout.devices["dev1"].detail
+            assert publisher.bytes_sent == 0
+    finally:
+        device.close()
