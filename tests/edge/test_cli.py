@@ -261,3 +261,17 @@ def test_edge_never_imports_tensorflow(assets):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("clean")
+
+
+def test_the_suggested_device_profile_sets_threads(assets):
+    from edge.profiles import explain_profile, load_profile
+
+    name, _ = explain_profile()
+    done = edge_cli("-v", "run", str(assets.model("digits_int8")), str(assets.digit_images), "--limit", "1")
+    assert done.returncode == 0, done.stderr
+    assert f"device profile {name}" in done.stderr
+    unknown = edge_cli("run", str(assets.model("digits_int8")), "x.jpg", "--profile", "toaster")
+    assert unknown.returncode == 2
+    (line,) = interpreter_noise(unknown.stderr).strip().splitlines()
+    assert line.startswith("edge run: error:") and "toaster" in line
+    assert load_profile(name).resolved_threads() >= 1

@@ -25,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", nargs="?", help="a .tflite file or model package")
     parser.add_argument("inputs", metavar="INPUT", nargs="*", help="image files or folders")
     parser.add_argument("--config", type=Path, help="device config file (TOML); flags given here win")
-    parser.add_argument("--profile", help="device profile (devices/*.toml) for threads, backend, delegate")
+    parser.add_argument(
+        "--profile",
+        help="device profile (devices/*.toml); default: the one 'edge doctor' suggests; 'none': no profile",
+    )
     parser.add_argument("--watch", type=Path, metavar="DIR", help="run on each new file dropped into DIR")
     parser.add_argument("--url", metavar="URL", help="poll a snapshot URL (http/https)")
     parser.add_argument("--interval", type=float, default=5.0, metavar="S", help="seconds between snapshots")
@@ -61,8 +64,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _apply_settings(args: argparse.Namespace) -> None:
-    """Fill unset options from --config (and its profile) or --profile; command-line flags win."""
+    """Fill unset options from --config (and its profile) or --profile; command-line flags win.
+
+    Without either, the profile ``edge doctor`` suggests for this machine gives threads, delegate and device.
+    """
     if getattr(args, "config", None) is None and not getattr(args, "profile", None):
+        _apply_suggested_profile(args)
+        return
+    if args.config is None and args.profile == "none":
         return
     from edge import config
 
@@ -71,6 +80,25 @@ def _apply_settings(args: argparse.Namespace) -> None:
         config.apply_config(args, parser, args.config)
     else:
         config.apply_profile(args, parser, args.profile)
+
+
+def _apply_suggested_profile(args: argparse.Namespace) -> None:
+    from edge.errors import EdgeError
+    from edge.profiles import explain_profile, load_profile
+
+    try:
+        name, why = explain_profile()
+        profile = load_profile(name)
+    except (EdgeError, OSError) as exc:
+        log.warning("no device profile applied (%s); pass --profile or --threads", exc)
+        return
+    log.info("device profile %s (%s)", name, why)
+    if args.threads is None:
+        args.threads = profile.resolved_threads()
+    if args.delegate is None and profile.delegate not in ("", "none"):
+        args.delegate = profile.delegate
+    if args.device is None and profile.device:
+        args.device = profile.device
 
 
 def _one(values: list[float] | None) -> Any:
