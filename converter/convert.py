@@ -259,6 +259,9 @@ def _samples(
             labels=labels,
         )
         return calib, evaluation, notes
+    if calib is not None and not modes.needs_calibration(o.mode):
+        notes.append(f"--mode {o.mode} needs no calibration: the --calib data served only the report")
+        return None, calib, notes
     if calib is not None:
         if len(calib) > o.calib_samples:
             held = calib.take(o.calib_samples)
@@ -269,9 +272,7 @@ def _samples(
         else:
             held = calib
             notes.append("only 1 calibration sample: the report uses that same sample; pass --eval")
-        evaluation = Samples(
-            held.x, held.y, f"held-out part of {held.source} (not used to calibrate)"
-        )
+        evaluation = Samples(held.x, held.y, f"held-out part of {held.source} (not used to calibrate)")
         return calib, evaluation, notes
     rng = np.random.default_rng(0)
     pixels = rng.uniform(0.0, 255.0, size=(RANDOM_SAMPLES, *sample_shape)).astype(np.float32)

@@ -126,6 +126,21 @@ def test_keras_h5_and_savedmodel_sources(rgb_model: dict[str, Path], tmp_path: P
     assert result.report["top1_agreement"] >= 0.9
 
 
+def test_float_mode_uses_calib_data_for_the_report_only(digits: dict[str, Path], tmp_path: Path) -> None:
+    result = convert(
+        ConvertOptions(
+            source=digits["model"],
+            output=tmp_path / "f.edgepkg",
+            mode="float16",
+            calib=digits["calib"],
+            calib_samples=50,
+        )
+    )
+    assert result.report["calibration"] is None
+    assert result.report["eval"]["samples"] == 150 and result.report["eval"]["data"] == "calib.npy"
+    assert "served only the report" in result.report["notes"][0]
+
+
 def test_savedmodel_hash_covers_paths_and_contents(rgb_model: dict[str, Path], tmp_path: Path) -> None:
     import shutil
 
