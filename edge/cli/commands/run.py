@@ -226,8 +226,9 @@ def run(args: argparse.Namespace) -> int:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
         if session is not None:
-            session.close()
-        pipeline.close()
+            session.close()  # flushes and closes its own sinks
+        for sink in sinks:
+            sink.close()
     _summary(pipeline.stats(), total, failed, interrupted, model)
     if total == 0 and not interrupted:
         return EXIT_ERROR
