@@ -216,7 +216,8 @@ class MqttConnection:
                     f"{exc}; check --ca/--cert/--key point to readable PEM files"
                 ) from exc
         if status_topic:
-            client.will_set(status_topic, self._status_payload("offline"), qos=1, retain=True)
+            will = self._status_payload("offline", extra=False)  # set once: a seq in it would go stale
+            client.will_set(status_topic, will, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -364,9 +365,9 @@ class MqttConnection:
 
     # ----------------------------------------------------------------- paho callbacks (network thread)
 
-    def _status_payload(self, state: str) -> str:
+    def _status_payload(self, state: str, *, extra: bool = True) -> str:
         body: dict[str, Any] = {"state": state, "ts": round(time.time(), 3)}
-        if self.status_extra is not None and state == "online":
+        if self.status_extra is not None and extra:
             try:
                 body.update(self.status_extra())
             except Exception:

@@ -31,6 +31,9 @@ from typing import Any, Protocol
 from cloud_sync.errors import OutboxError
 
 log = logging.getLogger(__name__)
+BACKPRESSURE_S = 1.0  # longest a producer waits for a writer that is behind
+QUEUED_MAX = 50_000  # messages waiting for the writer; beyond this the oldest are dropped (counted)
+RETRY_S = 1.0  # pause after a failed write before trying again
 ACK_FLUSH_S = 0.05  # acknowledgements are written to disk in batches at least this often
 UNSENT_MAX = 20_000  # committed-but-unsent rows also kept in memory (beyond: read back from the database)
 
@@ -49,6 +52,10 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(id) WHERE acked IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_seq ON outbox(seq) WHERE seq IS NOT NULL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 """
+
+
+class _WriteFailed(Exception):
+    """A batch could not be committed; it was put back for a retry."""
 
 
 class Publisher(Protocol):
@@ -170,6 +177,8 @@ class Outbox:
         self._forget_rows: list[tuple[int]] = []
         self._ack_since = 0.0
         self._rejected_new = 0
+        self._dropped_queued = 0
+        self._write_failures = 0
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._seq_lock = threading.Lock()
@@ -195,12 +204,18 @@ class Outbox:
             raise OutboxError(f"the outbox writer stopped: {self._error}")
         if self._stop:
             raise OutboxError("the outbox is closed")
-        self._incoming.append((kind, seq, topic, payload, time.time()))
-        if len(self._incoming) > 4 * self.policy.batch:
+        incoming = self._incoming
+        incoming.append((kind, seq, topic, payload, time.time()))
+        if len(incoming) > 4 * self.policy.batch:
             self._wake.set()
-            while len(self._incoming) > 4 * self.policy.batch and self._thread and self._thread.is_alive():
+            deadline = time.monotonic() + BACKPRESSURE_S
+            while len(incoming) > 4 * self.policy.batch and time.monotonic() < deadline:
                 time.sleep(0.001)  # back-pressure: the writer is behind
-        elif len(self._incoming) == 1:
+            while len(incoming) > QUEUED_MAX:  # the writer cannot write (disk full?): drop the oldest
+                incoming.popleft()
+                with self._seq_lock:
+                    self._dropped_queued += 1
+        elif len(incoming) == 1:
             self._wake.set()
 
     # ----------------------------------------------------------------- lifecycle
@@ -303,31 +318,43 @@ class Outbox:
     def _run(self) -> None:
         try:
             while True:
-                timeout = ACK_FLUSH_S if self._ack_rows or self._forget_rows else self.policy.housekeeping_s
-                self._wake.wait(min(0.5, timeout))
-                self._wake.clear()
-                stopping = self._stop
-                while True:
-                    self._take_acks()
-                    self._write_batch()
-                    self._hand_out()
-                    if not self._incoming and not self._acks:
-                        break
-                if self._ack_rows or self._forget_rows:
-                    due = stopping or len(self._ack_rows) >= self.policy.batch
-                    if due or time.monotonic() - self._ack_since >= ACK_FLUSH_S:
-                        self._write_batch(flush_acks=True)
-                if time.monotonic() - self._last_housekeeping > self.policy.housekeeping_s:
-                    self._housekeeping()
-                with self._idle:
-                    self._idle.notify_all()
-                if stopping and not self._incoming and not self._acks:
-                    self._take_acks()
-                    self._write_batch(flush_acks=True)
-                    return
+                try:
+                    if self._cycle():
+                        return
+                except _WriteFailed:
+                    if self._stop:
+                        log.error("outbox: cannot commit on close; %d message(s) lost", len(self._incoming))
+                        return
+                    time.sleep(RETRY_S)  # everything stays queued; try again
         except BaseException as exc:  # surfaced to producers by add()
             self._error = exc
             log.exception("outbox writer stopped")
+
+    def _cycle(self) -> bool:
+        """One wake-up of the writer; True when it should stop."""
+        timeout = ACK_FLUSH_S if self._ack_rows or self._forget_rows else self.policy.housekeeping_s
+        self._wake.wait(min(0.5, timeout))
+        self._wake.clear()
+        stopping = self._stop
+        while True:
+            self._take_acks()
+            self._write_batch()
+            self._hand_out()
+            if not self._incoming and not self._acks:
+                break
+        if self._ack_rows or self._forget_rows:
+            due = stopping or len(self._ack_rows) >= self.policy.batch
+            if due or time.monotonic() - self._ack_since >= ACK_FLUSH_S:
+                self._write_batch(flush_acks=True)
+        if time.monotonic() - self._last_housekeeping > self.policy.housekeeping_s:
+            self._housekeeping()
+        with self._idle:
+            self._idle.notify_all()
+        if stopping and not self._incoming and not self._acks:
+            self._take_acks()
+            self._write_batch(flush_acks=True)
+            return True
+        return False
 
     def _take_acks(self) -> None:
         """Apply acknowledgements in memory (frees the window at once); their rows are written later."""
@@ -371,6 +398,9 @@ class Outbox:
             return
         acks, forget = self._ack_rows, self._forget_rows
         self._ack_rows, self._forget_rows = [], []
+        saved = (self._pending, self._pending_bytes, self._dropped)
+        with self._seq_lock:
+            dropped_queued, self._dropped_queued = self._dropped_queued, 0
         db = self._db
         try:
             db.execute("BEGIN")
@@ -389,11 +419,26 @@ class Outbox:
                 self._pending += len(rows)
                 self._pending_bytes += sum(len(r[4]) for r in rows)
                 self._enforce_bounds(db)
+            if dropped_queued:
+                self._dropped += dropped_queued
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped', ?)", (self._dropped,))
+                log.warning("outbox: dropped %d queued message(s): the writer was stuck", dropped_queued)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            raise OutboxError(f"cannot write the outbox {self.path}: {exc}; check free disk space") from exc
+            # put everything back as it was; the writer retries after a pause
+            self._incoming.extendleft((r[1], r[2], r[3], r[4], r[5]) for r in reversed(rows))
+            self._next_id -= len(rows)
+            self._ack_rows, self._forget_rows = acks + self._ack_rows, forget + self._forget_rows
+            self._pending, self._pending_bytes, self._dropped = saved
+            with self._seq_lock:
+                self._dropped_queued += dropped_queued
+            self._write_failures += 1
+            if self._write_failures == 1 or self._write_failures % 60 == 0:
+                log.error("cannot write the outbox %s: %s; check free disk space (retrying)", self.path, exc)
+            raise _WriteFailed from exc
+        self._write_failures = 0
         self._last_seq = max_seq
         if rows and not self._spilled:
             if len(self._unsent) + len(rows) > UNSENT_MAX:

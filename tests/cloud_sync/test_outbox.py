@@ -166,3 +166,20 @@ def test_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
         Outbox(blocker)
     with pytest.raises(OutboxError, match="no outbox at"):
         read_stats(tmp_path / "nowhere")
+
+
+def test_a_failing_write_is_retried_without_losing_messages(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    outbox = Outbox(tmp_path).start(publisher)
+    outbox._db.execute("PRAGMA busy_timeout = 50")  # fail fast instead of waiting 10 s for the lock
+    blocker = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the database: commits fail ("locked")
+    add_results(outbox, 10)
+    time.sleep(0.3)
+    assert publisher.sent == []  # nothing is published that is not committed
+    add_results(outbox, 5)  # producers are not stopped by the failure
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    wait_for(lambda: len(publisher.sent) == 15)
+    assert [p for _, p, _ in publisher.sent] == [f'{{"seq":{i}}}'.encode() for i in range(1, 16)]
+    outbox.close()
