@@ -26,6 +26,7 @@ from edge.errors import ConfigError
 from edge.profiles import BACKENDS, DEVICE_PATTERN, RESIZE_MODES, list_profiles, load_profile
 
 TASKS = ("classification", "detection", "raw")
+NO_PROFILE = "none"  # `edge run --profile none`: no profile at all
 MQTT_VERSIONS = ("5", "3.1.1")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PREFIX_PATTERN = re.compile(r"^[^+#/\s]+(/[^+#/\s]+)*$")
@@ -131,7 +132,7 @@ def _mqtt_version(value: Any) -> str:
 
 
 def _profile(value: Any) -> str:
-    names = list_profiles()
+    names = [*list_profiles(), NO_PROFILE]
     if value not in names:
         raise ValueError("one of " + ", ".join(names))
     return str(value)
@@ -407,6 +408,6 @@ def apply_config(
             raise ConfigError(f"{path}: {name} is {value!r} but this 'edge run' has no option for it")
     keep |= fill_unset(args, parser, options, keep)
     profile = getattr(args, "profile", None)
-    if profile:
+    if profile and profile != NO_PROFILE:
         apply_profile(args, parser, profile, keep)
     return args

@@ -231,6 +231,18 @@ def test_a_profile_flag_wins_over_the_file_profile_and_threads_flag_over_both(tm
     assert (args.profile, args.threads) == ("raspberry-pi-zero-2w", 1)
 
 
+def test_profile_none_on_the_command_line_or_in_the_file_applies_no_profile(tmp_path: Path) -> None:
+    path = write(tmp_path, 'profile = "raspberry-pi-zero-2w"\nstate_dir = "s"\n')
+    parser = run_parser()
+    args = parser.parse_args(["--config", str(path), "--profile", "none"])
+    apply_config(args, parser, path)
+    assert (args.profile, args.threads, args.resize) == ("none", None, None)
+    path = write(tmp_path, 'profile = "none"\nstate_dir = "s"\n')
+    args = parser.parse_args(["--config", str(path)])
+    apply_config(args, parser, path)
+    assert (args.profile, args.threads) == ("none", None)
+
+
 def test_apply_profile_alone_fills_only_unset_options() -> None:
     parser = run_parser()
     args = parser.parse_args(["--profile", "generic-x86_64", "--resize", "crop"])
