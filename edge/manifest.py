@@ -169,7 +169,8 @@ class Manifest:
             version=version,
             task=task,
             inputs=tuple(
-                TensorSpec.from_json(t, f"inputs[{i}]") for i, t in enumerate(_list(obj, "inputs", "manifest"))
+                TensorSpec.from_json(t, f"inputs[{i}]")
+                for i, t in enumerate(_list(obj, "inputs", "manifest"))
             ),
             outputs=tuple(
                 TensorSpec.from_json(t, f"outputs[{i}]")
