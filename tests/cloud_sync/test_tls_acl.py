@@ -77,16 +77,16 @@ def test_acl_lets_a_device_publish_only_under_its_own_id(mosquitto_factory, tmp_
         flag = ["-c"] if user == "dev1" else []
         subprocess.run(["mosquitto_passwd", "-b", *flag, str(passwd), user, f"{user}-pw"], check=True)
     acl.write_text(
-        "user cloud\ntopic readwrite edge/#\n\n"
-        "pattern write edge/%u/#\npattern read edge/%u/cmd/#\n"
+        "user cloud\ntopic readwrite edge/#\n\npattern write edge/%u/#\npattern read edge/%u/cmd/#\n"
     )
     broker = mosquitto_factory(anonymous=False, global_extra=[f"password_file {passwd}", f"acl_file {acl}"])
     url = f"mqtt://{{u}}:{{u}}-pw@127.0.0.1:{broker.port}"
     cloud = MqttConnection(parse_broker_url(url.format(u="cloud")), "cloud").start()
     got: queue.Queue[Message] = queue.Queue()
     cloud.subscribe("edge/+/results", got.put)
-    dev1 = MqttConnection(parse_broker_url(url.format(u="dev1")), "edge-dev1",
-                          status_topic="edge/dev1/status")
+    dev1 = MqttConnection(
+        parse_broker_url(url.format(u="dev1")), "edge-dev1", status_topic="edge/dev1/status"
+    )
     dev1.start()
 
     own = dev1.publish("edge/dev1/results", b"mine")
@@ -101,3 +101,24 @@ def test_acl_lets_a_device_publish_only_under_its_own_id(mosquitto_factory, tmp_
     assert got.get(timeout=WAIT).payload == b"after"  # the forged one never reached the subscriber
     dev1.close()
     cloud.close()
+
+
+def test_device_session_without_a_valid_certificate_fails_at_start(
+    tls_broker: tuple[Broker, CertAuthority], tmp_path: Path
+) -> None:
+    from cloud_sync.device import DeviceOptions, DeviceSync
+    from tests.cloud_sync.fakes import FakePipeline
+
+    broker, ca = tls_broker
+    options = DeviceOptions(broker=parse_broker_url(broker.url, ca=str(ca.ca_file)), device_id="dev1",
+                            state_dir=tmp_path / "state", telemetry_interval_s=0)
+    with pytest.raises(BrokerError, match="rejected our client certificate.*--cert and --key"):
+        DeviceSync(options, FakePipeline()).start()
+    good = ca.issue("dev1", server=False)
+    options = DeviceOptions(
+        broker=parse_broker_url(broker.url, ca=str(ca.ca_file), cert=str(good.cert), key=str(good.key)),
+        device_id="dev1", state_dir=tmp_path / "state", telemetry_interval_s=0, protocol="3.1.1",
+    )
+    sync = DeviceSync(options, FakePipeline()).start()
+    assert sync.connection.connected
+    sync.close()
