@@ -40,7 +40,9 @@ from edge.signing import load_private_key, sign_package
 log = logging.getLogger(__name__)
 
 SUCCESS, FAILED, PENDING = "success", "failed", "pending"
-GROUP_COALESCE_S = 1.0  # a group chunk asked for again within this time is not sent again
+# A chunk asked for again this soon after it was sent is still on its way: not sent again. Shorter than the
+# device's first retry (3 s), so a chunk really lost (broker restart) is sent on the next ask.
+COALESCE_S = 2.5
 
 
 def make_offer(package_bytes: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Offer:
@@ -137,7 +139,7 @@ class Publisher:
         self._sends: queue.Queue[tuple[str, int] | None] = queue.Queue()
         self._groups: dict[str, set[str]] = {}
         self._queued: set[tuple[str, int]] = set()
-        self._group_sent: dict[tuple[str, int], float] = {}
+        self._sent: dict[tuple[str, int], float] = {}
         self._offer_topics: set[str] = set()
         self._sender = threading.Thread(target=self._send_loop, name="chunk-sender", daemon=True)
         self._started = False
@@ -207,7 +209,7 @@ class Publisher:
         if device is None or request.sha256 != self.offer.sha256:
             return
         # A group's chunks go once to the group topic for every member; a chunk already waiting to be sent
-        # (or sent to the group moments ago) is not queued again when devices ask again.
+        # (or sent moments ago) is not queued again when devices ask again.
         target = f"group/{request.group}" if request.group else device
         now = time.monotonic()
         with self._lock:
@@ -216,7 +218,7 @@ class Publisher:
                 for i in request.chunks
                 if i < self.offer.chunks
                 and (target, i) not in self._queued
-                and now - self._group_sent.get((target, i), -1e9) > GROUP_COALESCE_S
+                and now - self._sent.get((target, i), -1e9) > COALESCE_S
             ]
             self._queued.update((target, i) for i in wanted)
         for index in wanted:
@@ -273,10 +275,13 @@ class Publisher:
                 topic = group_chunk_topic(
                     self.prefix, device.removeprefix("group/"), self.offer.sha256, index
                 )
-                with self._lock:
-                    self._group_sent[item] = time.monotonic()
             else:
                 topic = chunk_topic(self.prefix, device, self.offer.sha256, index)
+            with self._lock:
+                now = time.monotonic()
+                if len(self._sent) > 100_000:
+                    self._sent = {k: t for k, t in self._sent.items() if now - t <= COALESCE_S}
+                self._sent[item] = now
             try:
                 self.transport.publish(topic, chunk, qos=1)
             except Exception as exc:  # the broker went away: the device asks again after its timeout
