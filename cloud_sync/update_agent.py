@@ -172,6 +172,7 @@ class UpdateAgent:
                 elif kind == "reconnect":
                     self._handle_reconnect()
                 self._retry_if_stalled()
+                self._pick_next()
             except Exception:  # the agent must outlive any one bad message or update
                 log.exception("update agent: unexpected error handling %s", kind)
 
@@ -209,6 +210,16 @@ class UpdateAgent:
             return
         self._offers[topic] = offer
         self._consider(offer, topic)
+
+    def _pick_next(self) -> None:
+        """With no transfer running, take the highest retained offer not handled yet (one set aside while a
+        higher version was being fetched, which was then rejected)."""
+        if self._transfer is not None:
+            return
+        for topic, offer in sorted(self._offers.items(), key=lambda item: -item[1].version):
+            if self.store.outcome(offer.sha256) is None:
+                self._consider(offer, topic)
+                return
 
     def _consider(self, offer: Offer, topic: str) -> None:
         current = self._transfer

@@ -154,3 +154,28 @@ def test_offer_of_the_package_already_active_reports_active(mosquitto, tmp_path,
             assert publisher.bytes_sent == 0
     finally:
         device.close()
+
+
+def test_offer_set_aside_for_a_higher_version_is_taken_when_that_one_is_rejected(
+    mosquitto, tmp_path, keys, assets, package
+) -> None:
+    from edge.signing import key_id, load_public_key
+    from tests.cloud_sync.test_update_rejections import raw_offer
+
+    device = start_device(mosquitto.url, tmp_path / "dev", "dev1", [keys.pub], groups=("garage",))
+    try:
+        with publishing(mosquitto.url, package) as group_publisher:  # v2, for the group
+            # v3 for the device alone: unsigned, its offer claiming a trusted key, so it is refused only once
+            # downloaded; v2 arrives meanwhile and is set aside as the lower version.
+            unsigned = make_package(assets.model("digits_int8"), 3)
+            offer = raw_offer(unsigned, "digits", 3, key_id(load_public_key(keys.pub)), chunk_size=1024)
+            with publishing(mosquitto.url, unsigned, offer=offer, rate=20_000) as device_publisher:
+                device_publisher.offer_devices(["dev1"])
+                wait_for(lambda: device.agent.status.state == "downloading", what="v3 downloading")
+                group_publisher.offer_group("garage")
+                assert not device_publisher.wait(["dev1"], time.monotonic() + 30)
+                assert "unsigned" in device_publisher.rollout.devices["dev1"].detail
+            wait_for(lambda: device.store.active() is not None, what="v2 from the group offer")
+        assert device.store.active().version == 2
+    finally:
+        device.close()
