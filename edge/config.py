@@ -373,9 +373,10 @@ def fill_unset(
 def apply_profile(
     args: argparse.Namespace, parser: argparse.ArgumentParser, name: str, keep: set[str] | None = None
 ) -> argparse.Namespace:
-    """Fill threads, backend, delegate, device and resize mode from profile ``name`` where not set.
+    """Fill what profile ``name`` recommends where the user set nothing: threads, backend, delegate, device
+    and resize mode for ``edge run``; ``mode`` and ``io_type`` for ``edge convert``.
 
-    Only dests ``edge run`` defines are touched; ``keep`` defaults to the flags given on the command line.
+    Only dests the command defines are touched; ``keep`` defaults to the flags given on the command line.
     """
     profile = load_profile(name)
     keep = explicit_dests(args, parser) if keep is None else keep
@@ -386,6 +387,8 @@ def apply_profile(
         "device": profile.device or None,
         "resize": profile.resize_mode,
         "require_accelerator": profile.require_accelerator,
+        "mode": profile.convert_mode,
+        "io_type": profile.io_type,
     }
     fill_unset(args, parser, {d: v for d, v in options.items() if hasattr(args, d)}, keep)
     return args

@@ -67,3 +67,19 @@ def test_the_profiles_recommended_mode_converts_and_keeps_its_answers(name: str,
 def test_the_profiles_cover_cpu_integer_float_io_and_edge_tpu_conversions(converted: dict) -> None:
     assert set(converted) == {("int8", "uint8"), ("edgetpu", "uint8"), ("dynamic", "float")}
     assert all(np.isfinite(r.report["mean_abs_error"]) for r in converted.values())
+
+
+def test_edge_convert_options_take_the_profiles_recommendation_unless_given() -> None:
+    import argparse
+
+    from edge.cli.commands import convert as convert_command
+    from edge.config import apply_profile
+
+    parser = argparse.ArgumentParser()
+    convert_command.add_arguments(parser)
+    args = apply_profile(parser.parse_args(["m.keras", "-o", "out/"]), parser, "coral-usb")
+    assert (args.mode, args.io_type) == ("edgetpu", "uint8")
+    args = apply_profile(
+        parser.parse_args(["m.keras", "-o", "out/", "--io", "int8"]), parser, "raspberry-pi-4"
+    )
+    assert (args.mode, args.io_type) == ("int8", "int8")

@@ -243,6 +243,16 @@ def test_profile_none_on_the_command_line_or_in_the_file_applies_no_profile(tmp_
     assert (args.profile, args.threads) == ("none", None)
 
 
+def test_apply_profile_gives_edge_convert_the_recommended_mode_and_io_unless_given() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", default="float32")
+    parser.add_argument("--io", dest="io_type", default="uint8")
+    args = apply_profile(parser.parse_args([]), parser, "coral-usb")
+    assert (args.mode, args.io_type) == ("edgetpu", "uint8") and not hasattr(args, "threads")
+    args = apply_profile(parser.parse_args(["--mode", "int8"]), parser, "generic-x86_64")
+    assert (args.mode, args.io_type) == ("int8", "float")
+
+
 def test_apply_profile_alone_fills_only_unset_options() -> None:
     parser = run_parser()
     args = parser.parse_args(["--profile", "generic-x86_64", "--resize", "crop"])
