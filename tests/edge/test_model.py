@@ -206,3 +206,39 @@ def test_threads_are_passed_to_the_interpreter(assets):
     model = load_model(assets.model("digits_float32"), threads=2)
     assert model.threads == 2
     assert model.describe()["threads"] == 2
+
+
+def test_input_layouts():
+    from edge.model import _layout
+
+    assert _layout((1, 224, 224, 3)) == ("NHWC", 224, 224, 3)
+    assert _layout((1, 3, 224, 160)) == ("NCHW", 224, 160, 3)
+    assert _layout((1, 96, 96, 1)) == ("NHWC", 96, 96, 1)
+    assert _layout((1, 4)) == ("other", 0, 0, 0)
+
+
+def test_nchw_pixels_are_transposed():
+    from edge.model import InputSpec, TensorSpec
+
+    spec = InputSpec(
+        TensorSpec(0, "x", (1, 3, 2, 5), np.dtype(np.float32), None),
+        2,
+        5,
+        3,
+        "NCHW",
+        (0.0,) * 3,
+        (1.0,) * 3,
+        False,
+    )
+    pixels = np.arange(30, dtype=np.uint8).reshape(2, 5, 3)
+    tensor = to_input_tensor(pixels, spec)
+    assert tensor.shape == (1, 3, 2, 5) and np.array_equal(tensor[0, 1], pixels[:, :, 1])
+
+
+def test_raw_task_on_a_tensor_shaped_array(assets):
+    from edge.pipeline import Pipeline
+
+    model = load_model(assets.model("digits_float32"), task="raw")
+    assert model.input.is_image
+    pipeline = Pipeline(model)
+    assert pipeline.infer(np.zeros((8, 8, 1), np.float32)).to_json()["outputs"]
