@@ -69,9 +69,22 @@ def test_clean_close_publishes_offline_retained(mosquitto: Broker) -> None:
     device = connect(mosquitto.url, "edge-dev2", status_topic="edge/dev2/status")
     device.close()
     out = subprocess.run(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-t", "edge/dev2/status", "-C", "1",
-         "-W", "5"],
-        capture_output=True, text=True, timeout=10,
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(mosquitto.port),
+            "-t",
+            "edge/dev2/status",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
     )
     assert json.loads(out.stdout)["state"] == "offline"
 
