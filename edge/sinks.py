@@ -55,7 +55,7 @@ class JsonlFileSink:
         except OSError as exc:
             raise ConfigError(
                 f"cannot open results file {self.path}: {exc.strerror}; check the path"
-            ) from exc  # noqa: E501
+            ) from exc
         self._lock = threading.Lock()
 
     def emit(self, record: dict[str, Any]) -> None:
