@@ -31,9 +31,10 @@ def test_edge_run_publishes_every_result_once(assets: Assets, mosquitto: Broker,
     done = edge_run(
         str(assets.model("digits_int8")), str(assets.digit_images), "--mqtt", mosquitto.url,
         "--device-id", "pi1", "--state-dir", str(tmp_path / "state"), "--telemetry-interval", "0.2",
-        "--top-k", "1",
+        "--top-k", "1", "--json",
     )
     assert done.returncode == 0, done.stderr
+    assert len([json.loads(line) for line in done.stdout.splitlines()]) == len(images)  # --json stays on
     wait_for(lambda: complete(coll, db, len(images)), what="every result collected")
     count, ids, seqs = stored(db)
     assert (count, ids, seqs) == (len(images), len(images), list(range(1, len(images) + 1)))
@@ -86,6 +87,24 @@ def test_device_started_before_the_broker(assets: Assets, mosquitto_factory, tmp
         coll = collector(broker.url, db)
         wait_for(lambda: complete(coll, db, 5), timeout=60, what="the 5 results delivered")
         coll.close()
+
+        # commands reach the real pipeline
+        watch = Watcher(broker.url, "edge/pi2/cmd/+/reply", "edge/pi2/results")
+
+        def ask(name: str, body: dict) -> dict:  # type: ignore[type-arg]
+            watch.conn.publish(f"edge/pi2/cmd/{name}", json.dumps(body)).wait(10)
+            return watch.next_json(f"cmd/{name}/reply", timeout=60)
+
+        assert ask("set", {"top_k": 2})["applied"] == {"top_k": 2}
+        snap = ask("snapshot", {"input": str(images[0])})
+        assert snap["ok"] and len(snap["result"]["classes"]) == 2  # the new top_k applies
+        assert watch.next_json("/results")["input"] == str(images[0])
+        reloaded = ask("reload", {})
+        assert reloaded["ok"], reloaded
+        assert reloaded["model"]["name"] == snap["result"]["model"]["name"]
+        bad = ask("set", {"threshold": 3})
+        assert not bad["ok"] and "threshold" in bad["error"]
+        watch.close()
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         try:
