@@ -97,8 +97,8 @@ class DeviceSync:
             self.connection.subscribe(BIRTH_TOPIC, lambda m: ha.on_birth(m.payload))
             self.connection.add_connect_listener(ha.announce)
         self.commands = Commands(
-            self.connection, self.topics, self.pipeline, self.outbox, self.emit, lambda: self._last_input,
-            reload=self.reload,
+            self.connection, self.topics, self.pipeline, self.outbox, self._emit_snapshot,
+            lambda: self._last_input, reload=self.reload,
         )
         self.connection.add_connect_listener(self.outbox.kick)
         self.outbox.start(self.connection)
@@ -132,6 +132,11 @@ class DeviceSync:
             model = record.get("model")
             version = model.get("version") if isinstance(model, dict) else None
             self.home_assistant.observe(record, fps, version)
+
+    def _emit_snapshot(self, record: dict[str, Any]) -> None:
+        """A snapshot result goes out once: the runtime's pipeline already emits to our sink when wired."""
+        if not any(sink in getattr(self.pipeline, "sinks", ()) for sink in self.sinks):
+            self.emit(record)
 
     def send_telemetry(self) -> dict[str, Any]:
         body = build_telemetry(

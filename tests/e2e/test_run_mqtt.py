@@ -96,9 +96,11 @@ def test_device_started_before_the_broker(assets: Assets, mosquitto_factory, tmp
             return watch.next_json(f"cmd/{name}/reply", timeout=60)
 
         assert ask("set", {"top_k": 2})["applied"] == {"top_k": 2}
+        before = ask("ping", {})["seq"]
         snap = ask("snapshot", {"input": str(images[0])})
         assert snap["ok"] and len(snap["result"]["classes"]) == 2  # the new top_k applies
         assert watch.next_json("/results")["input"] == str(images[0])
+        assert ask("ping", {})["seq"] == before + 1  # published once, not twice
         reloaded = ask("reload", {})
         assert reloaded["ok"], reloaded
         assert reloaded["model"]["name"] == snap["result"]["model"]["name"]
