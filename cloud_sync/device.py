@@ -124,14 +124,9 @@ class DeviceSync:
         if record.get("input") is not None:
             self._last_input = record.get("input")
         if self.home_assistant is not None:
-            fps = None
-            try:
-                fps = self.pipeline.stats().get("fps")
-            except Exception:
-                log.debug("pipeline.stats() failed", exc_info=True)
             model = record.get("model")
             version = model.get("version") if isinstance(model, dict) else None
-            self.home_assistant.observe(record, fps, version)
+            self.home_assistant.observe(record, lambda: self.pipeline.stats().get("fps"), version)
 
     def _emit_snapshot(self, record: dict[str, Any]) -> None:
         """A snapshot result goes out once: the runtime's pipeline already emits to our sink when wired."""

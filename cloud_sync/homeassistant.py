@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,15 @@ SENSORS = (
     ("fps", "Frames per second", "{{ value_json.fps }}", "fps", {"state_class": "measurement"}),
     ("model_version", "Model version", "{{ value_json.model_version }}", None, {"icon": "mdi:brain"}),
 )
+
+
+def _fps(fps: Callable[[], Any]) -> float | None:
+    try:
+        value = fps()
+    except Exception:
+        log.debug("fps unavailable", exc_info=True)
+        return None
+    return round(float(value), 2) if isinstance(value, int | float) else None
 
 
 def slug(text: str) -> str:
@@ -161,8 +171,8 @@ class HomeAssistant:
         if payload.strip().lower() == b"online":
             self.announce()
 
-    def observe(self, record: dict[str, Any], fps: float | None, model_version: Any) -> None:
-        """Update sensors and presence from one result record."""
+    def observe(self, record: dict[str, Any], fps: Callable[[], Any], model_version: Any) -> None:
+        """Update sensors and presence from one result record (``fps()`` is asked only when needed)."""
         now = time.monotonic()
         seen = labels_seen(record)
         turned_on: list[str] = []
@@ -186,7 +196,7 @@ class HomeAssistant:
                 "label": top,
                 "score": None if score is None else round(score, 4),
                 "latency_ms": latency,
-                "fps": None if fps is None else round(float(fps), 2),
+                "fps": _fps(fps),
                 "model_version": model_version,
             }
             self._publish(self.discovery.state_topic, dumps(state), 0, True)
