@@ -294,7 +294,8 @@ class Collector:
             self.connection.publish(topic, dumps(request), qos=1)
             with self._lock:
                 self.stats.replays_requested += 1
-            log.info("asked %s to replay %d..%d of stream %s", state.device, first, last, state.stream)
+            log.warning("gap: %s stream %s lacks seq %d..%d; asked the device to replay them",
+                        state.device, state.stream, first, last)
 
     def report(self) -> dict[str, Any]:
         """Per device stream: stored, highest seq, missing and lost ranges; plus the counters."""
