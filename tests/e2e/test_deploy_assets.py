@@ -83,7 +83,7 @@ def test_edge_run_tells_systemd_it_is_ready_and_keeps_the_watchdog_fed(tmp_path:
     """What Type=notify and WatchdogSec need, with a notify socket of our own in place of systemd's."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
-    sock.settimeout(20)
+    sock.settimeout(10)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"}
