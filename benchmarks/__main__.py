@@ -27,15 +27,16 @@ def replace_section(text: str, name: str, body: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    names = argv or sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__) if not m.name.startswith("_"))
-    text = DOC.read_text() if DOC.exists() else "# Performance\n"
+    found = pkgutil.iter_modules(benchmarks.__path__)
+    names = argv or sorted(m.name for m in found if not m.name.startswith("_"))
     for name in names:
         print(f"== benchmark {name}", flush=True)
         module = importlib.import_module(f"benchmarks.{name}")
         body = module.run()
         print(body, flush=True)
-        text = replace_section(text, name, body)
-        DOC.write_text(text)
+        # Re-read just before writing: a long benchmark must not overwrite sections written meanwhile.
+        text = DOC.read_text() if DOC.exists() else "# Performance\n"
+        DOC.write_text(replace_section(text, name, body))
     return 0
 
 

@@ -76,9 +76,6 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     assert "sometimes" in result.stderr  # the check above would notice a bad option
 
 
-@pytest.mark.xfail(
-    strict=True, reason="edge run does not call edge.sdnotify yet (wiring lines in the issue 6 report)"
-)
 def test_edge_run_tells_systemd_it_is_ready_and_keeps_the_watchdog_fed(tmp_path: Path, assets: Any) -> None:
     """What Type=notify and WatchdogSec need, with a notify socket of our own in place of systemd's."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -179,10 +179,15 @@ class _HumanSink:
 def run(args: argparse.Namespace) -> int:
     _apply_settings(args)
     _check(args)
+    from edge import sdnotify
     from edge.model import load_model
     from edge.pipeline import Pipeline
     from edge.sinks import JsonlFileSink, StdoutSink
 
+    stop = threading.Event()
+    # Under systemd (Type=notify, WatchdogSec=): ready once started, watchdog pings while the run lasts.
+    sdnotify.start_keepalive(lambda: not stop.is_set())
+    sdnotify.ready("loading the model" if args.model else "waiting for a model")
     model_path = args.model if args.model else update_hooks.wait_for_active_model(args)
     model = load_model(
         model_path,
@@ -204,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     if session is not None:
         for sink in session.sinks:
             pipeline.add_sink(sink)
-    stop = threading.Event()
+    sdnotify.notify(f"STATUS=serving {model.name} v{model.version}")
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:
@@ -223,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         interrupted = interrupted or stop.is_set()
         stop.set()
+        sdnotify.stopping()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
         if session is not None:
