@@ -49,6 +49,12 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_") or "x"
 
 
+def node_safe(text: str) -> str:
+    """A device id as a discovery node id: HA allows [a-zA-Z0-9_-], so valid ids stay as they are
+    (the broker ACL matches ``edge_<username>`` literally)."""
+    return re.sub(r"[^a-zA-Z0-9_-]+", "_", text).strip("_") or "x"
+
+
 @dataclass(frozen=True, slots=True)
 class Discovery:
     topics: DeviceTopics
@@ -59,7 +65,7 @@ class Discovery:
 
     @property
     def node_id(self) -> str:
-        return f"edge_{slug(self.topics.device_id)}"
+        return f"edge_{node_safe(self.topics.device_id)}"
 
     @property
     def state_topic(self) -> str:

@@ -310,13 +310,13 @@ def _cross_checks(values: dict[str, Any]) -> list[str]:
 
 
 def _discovery_id(values: dict[str, Any]) -> list[str]:
-    """Home Assistant discovery slugs the device id; the shipped ACL allows only ``edge_<id>`` as is."""
+    """Discovery replaces characters outside [A-Za-z0-9_-] in the node id; the ACL wants ``edge_<id>``."""
     device_id = values.get("mqtt.device_id")
-    if values.get("homeassistant.discovery") and device_id and not re.fullmatch(r"[a-z0-9_]+", device_id):
-        slug = re.sub(r"[^a-z0-9_]+", "_", device_id.lower()).strip("_")
+    if values.get("homeassistant.discovery") and device_id and not re.fullmatch(r"[A-Za-z0-9_-]+", device_id):
+        slug = re.sub(r"[^a-zA-Z0-9_-]+", "_", device_id).strip("_")
         return [
             f"mqtt.device_id {device_id!r}: Home Assistant discovery topics use 'edge_{slug}', which the "
-            "ACL in devices/mosquitto/acl refuses; use a-z, 0-9 and _ only"
+            "ACL in devices/mosquitto/acl refuses; use letters, digits, - and _ only"
         ]
     return []
 

@@ -10,7 +10,9 @@ from typing import TextIO
 class Progress:
     """``with Progress("calibrating", total=200) as bar: bar.advance()``; silent when not on a terminal."""
 
-    def __init__(self, label: str, total: int, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+    def __init__(
+        self, label: str, total: int, stream: TextIO | None = None, enabled: bool | None = None
+    ) -> None:
         self.label = label
         self.total = max(total, 1)
         self.done = 0

@@ -10,7 +10,7 @@ from tests.broker import Broker
 from tests.cloud_sync.fakes import record
 from tests.cloud_sync.helpers import Watcher, device, wait_for
 
-NODE = "edge_cam_1"
+NODE = "edge_cam-1"  # a valid HA node id is kept as is, so the ACL (edge_%u) matches
 
 
 def configs(watch: Watcher, n: int) -> dict[str, dict]:  # type: ignore[type-arg]

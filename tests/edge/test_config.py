@@ -173,12 +173,12 @@ def test_missing_referenced_files_warn_and_fail_only_with_strict(
 
 
 def test_a_device_id_discovery_would_rename_is_a_warning(tmp_path: Path) -> None:
-    text = 'state_dir = "s"\n[mqtt]\nurl = "mqtt://b"\ndevice_id = "Kitchen-Cam"\n'
+    text = 'state_dir = "s"\n[mqtt]\nurl = "mqtt://b"\ndevice_id = "kitchen.cam"\n'
     text += "[homeassistant]\ndiscovery = true\n"
     config, errors = check_config(write(tmp_path, text))
     assert errors == [] and config is not None
-    assert any("'edge_kitchen_cam'" in w and "mqtt.device_id 'Kitchen-Cam'" in w for w in config.warnings)
-    config, _ = check_config(write(tmp_path, text.replace("Kitchen-Cam", "kitchen_cam")))
+    assert any("'edge_kitchen_cam'" in w and "mqtt.device_id 'kitchen.cam'" in w for w in config.warnings)
+    config, _ = check_config(write(tmp_path, text.replace("kitchen.cam", "Kitchen-Cam")))
     assert config is not None and config.warnings == ()
 
 
