@@ -10,6 +10,19 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def default_state_dir() -> Path:
+    """Where a device keeps its outbox and model store when no --state-dir is given.
+
+    ``$EDGE_STATE_DIR``, else ``$XDG_STATE_HOME/edge``, else ``~/.local/state/edge``: a fixed place, so
+    results pending from one run are found by the next wherever it was started. Services set their own
+    (``/var/lib/edge`` in ``devices/edge.service``).
+    """
+    if os.environ.get("EDGE_STATE_DIR"):
+        return Path(os.environ["EDGE_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "edge"
+
+
 def fsync_dir(folder: str | Path) -> None:
     """Flush a folder's entry table so a rename inside it is durable."""
     fd = os.open(str(folder), os.O_RDONLY)

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge.errors import ConfigError
+from edge.fsutil import default_state_dir
 from edge.sinks import Sink
-
-DEFAULT_STATE_DIR = "edge-state"
 
 
 class SyncSession(Protocol):
@@ -53,7 +52,7 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device-id", help="device id in topics (default: the host name)")
     if "--state-dir" not in parser._option_string_actions:  # the model-update options may share it
         group.add_argument("--state-dir", default=None,
-                           help=f"folder of the outbox and model store (default: ./{DEFAULT_STATE_DIR})")
+                           help=f"folder of the outbox and model store (default: {default_state_dir()})")
     group.add_argument("--telemetry-interval", type=_positive, default=30.0, metavar="SECONDS",
                        help="seconds between telemetry messages; 0 turns them off (default: 30)")
     group.add_argument("--ha-discovery", action="store_true", help="announce the device to Home Assistant")
@@ -79,7 +78,7 @@ def device_options(args: argparse.Namespace) -> Any:
     return DeviceOptions(
         broker=parse_broker_url(args.mqtt, ca=args.ca, cert=args.cert, key=args.key),
         device_id=check_segment(device_id, "device id", "--device-id"),
-        state_dir=Path(getattr(args, "state_dir", None) or DEFAULT_STATE_DIR),
+        state_dir=Path(getattr(args, "state_dir", None) or default_state_dir()),
         prefix=check_prefix(args.prefix),
         protocol=args.mqtt_version,
         telemetry_interval_s=args.telemetry_interval,

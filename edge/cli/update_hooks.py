@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError
+from edge.fsutil import default_state_dir
 
 log = logging.getLogger(__name__)
-DEFAULT_STATE_DIR = "edge-state"
 
 
 def add_update_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,12 +64,12 @@ def add_update_arguments(parser: argparse.ArgumentParser) -> None:
     )
     if "--state-dir" not in parser._option_string_actions:
         group.add_argument(
-            "--state-dir", default=None, help=f"folder of the model store (default: ./{DEFAULT_STATE_DIR})"
+            "--state-dir", default=None, help=f"folder of the model store (default: {default_state_dir()})"
         )
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "state_dir", None) or DEFAULT_STATE_DIR)
+    return Path(getattr(args, "state_dir", None) or default_state_dir())
 
 
 def _device_id(args: argparse.Namespace) -> str:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from edge.cli import EXIT_FAILED, EXIT_OK
-from edge.cli.sync_hooks import DEFAULT_STATE_DIR
+from edge.fsutil import default_state_dir
 
 NAME = "outbox"
 HELP = "show the MQTT outbox (pending results and telemetry) of a state folder; --flush delivers it"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the folder 'edge run' used")
+    parser.add_argument(
+        "--state-dir", type=Path, default=default_state_dir(),
+        help="the folder 'edge run' used (default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--flush", action="store_true", help="publish what is pending, then exit")
     parser.add_argument("--mqtt", metavar="URL", help="broker for --flush: mqtt://[user:pass@]host[:port]")
