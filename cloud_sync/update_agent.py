@@ -234,7 +234,7 @@ class UpdateAgent:
                 self._report_again(offer, done)
             return
         active = self.store.active()
-        if active is not None and active.sha256 == offer.sha256:
+        if _is_active(active, offer):
             # Activated, then killed before the outcome was written: report it instead of a downgrade.
             self._report_again(offer, {"state": "active"})
             return
@@ -265,7 +265,7 @@ class UpdateAgent:
 
     def _report_again(self, offer: Offer, done: dict[str, Any]) -> None:
         active = self.store.active()
-        if active is not None and active.sha256 == offer.sha256:
+        if _is_active(active, offer):
             self.store.record_outcome(
                 offer.sha256, "active", offer.name, offer.version, offer_at=offer.published_at
             )
@@ -529,6 +529,15 @@ class UpdateAgent:
 
     def chunk_topic_for(self, sha256: str, index: int) -> str:
         return chunk_topic(self.prefix, self.device_id, sha256, index)
+
+
+def _is_active(active: StoreEntry | None, offer: Offer) -> bool:
+    """The offer is for exactly the package that is active (same bytes, same name and version)."""
+    return active is not None and (active.sha256, active.name, active.version) == (
+        offer.sha256,
+        offer.name,
+        offer.version,
+    )
 
 
 def describe_offer(payload: bytes) -> Status:
