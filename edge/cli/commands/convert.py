@@ -17,6 +17,7 @@ from edge.errors import ConfigError
 NAME = "convert"
 HELP = "convert a Keras file or SavedModel folder into a quantized, self-describing model package"
 MODES = ("float32", "float16", "dynamic", "int8", "edgetpu")
+DEFAULT_MODE, DEFAULT_IO = "float32", "uint8"
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -43,13 +44,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output: NAME.edgepkg (package) or NAME.tflite (bare model, manifest embedded); "
         "a folder writes NAME-vVERSION.edgepkg in it",
     )
-    parser.add_argument("--mode", choices=MODES, default="float32", help="conversion mode (default float32)")
+    parser.add_argument(
+        "--mode", choices=MODES, help=f"conversion mode (default: the --profile's, else {DEFAULT_MODE})"
+    )
     parser.add_argument(
         "--io",
         dest="io_type",
         choices=("float", "int8", "uint8"),
-        default="uint8",
-        help="input/output type of an int8 model (default uint8; edgetpu is always uint8)",
+        help=f"input/output type of an int8 model (default: the --profile's, else {DEFAULT_IO}; "
+        "edgetpu is always uint8)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="device profile (devices/*.toml, e.g. raspberry-pi-4, coral-usb): its recommended --mode "
+        "and --io, unless given",
     )
     parser.add_argument(
         "--calib",
@@ -100,7 +109,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+def resolve_mode(mode: str | None, io_type: str | None, profile: str | None) -> tuple[str, str]:
+    """--mode and --io: as given, else the profile's recommendation, else the defaults.
+
+    The profile's I/O type comes with its mode: with another --mode given, --io defaults as without a profile.
+    An unknown profile is a ConfigError listing the valid names (before TensorFlow loads).
+    """
+    if not profile:
+        return mode or DEFAULT_MODE, io_type or DEFAULT_IO
+    from edge.profiles import load_profile
+
+    chosen = load_profile(profile)
+    mode = mode or chosen.convert_mode
+    return mode, io_type or (chosen.io_type if mode == chosen.convert_mode else DEFAULT_IO)
+
+
 def run(args: argparse.Namespace) -> int:
+    args.mode, args.io_type = resolve_mode(args.mode, args.io_type, args.profile)
+    if args.profile:
+        chosen = f"--mode {args.mode} --io {args.io_type}"
+        print(f"edge convert: profile {args.profile}: {chosen}", file=sys.stderr)
     from converter.tf_import import import_tensorflow_quietly
 
     import_tensorflow_quietly()
