@@ -166,6 +166,11 @@ class Demo:
         return self.summary
 
     def prepare(self) -> None:
+        from cloud_sync.connection import parse_broker_url
+
+        external = os.environ.get("MQTT_URL", "").strip()
+        if external:
+            parse_broker_url(external)  # a bad URL fails now, in one line, not after the training
         work = self.workdir
         if work.exists() and any(work.iterdir()) and not (work / MARKER).exists():
             raise DemoError(f"{work} is not empty and was not made by the demo; pass another work folder")
@@ -251,12 +256,10 @@ class Demo:
         return keys
 
     def start_broker(self) -> None:
-        from cloud_sync.connection import parse_broker_url
         from cloud_sync.local_broker import LocalBroker
 
         external = os.environ.get("MQTT_URL", "").strip()
         if external:
-            parse_broker_url(external)  # a bad URL is a one-line error here, not in four CLIs
             self.url, self.device_id = external, f"demo-{self.token}"  # a shared broker: our own topics
             step(4, f"broker from MQTT_URL: {external}")
         else:
@@ -287,7 +290,7 @@ class Demo:
         collector.wait_for(
             lambda: any("listening" in line for line in collector.lines["err"]),
             60,
-            "edge collect to subscribe",
+            "it subscribed",
         )
 
     def start_device(self, public_key: Path) -> None:
@@ -316,7 +319,7 @@ class Demo:
         device.wait_for(
             lambda: any("waiting for a model" in line for line in device.lines["out"]),
             60,
-            "the device to wait for a model",
+            "it waited for a model",
         )
         note(f"device {self.device_id}: empty model store in {state}, watching {inbox}")
 

@@ -47,6 +47,7 @@ class Service:
         self.changed = threading.Condition()
         self.process: subprocess.Popen[str] | None = None
         self._readers: list[threading.Thread] = []
+        self.title = " ".join(display(self.argv)[:2])  # "edge run"
 
     def start(self) -> Service:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -94,7 +95,7 @@ class Service:
             while not predicate():
                 if not self.running and not any(r.is_alive() for r in self._readers):
                     raise DemoError(
-                        f"{self.name} exited (status {self.returncode()}) before {what}: {self.last_error()}"
+                        f"{self.title} exited (status {self.returncode()}) before {what}: {self.last_error()}"
                     )
                 left = deadline - time.monotonic()
                 if left <= 0:
