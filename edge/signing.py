@@ -53,13 +53,18 @@ def generate_keys(out_dir: str | Path, overwrite: bool = False) -> tuple[Path, P
     key_path, pub_path = out / PRIVATE_KEY_NAME, out / PUBLIC_KEY_NAME
     if not overwrite and (key_path.exists() or pub_path.exists()):
         raise ConfigError(f"{key_path} or {pub_path} already exists; choose another --out or pass --force")
-    out.mkdir(parents=True, exist_ok=True)
     private = Ed25519PrivateKey.generate()
     private_pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    atomic_write_bytes(key_path, private_pem, mode=0o600)
-    atomic_write_bytes(pub_path, public_pem(private.public_key()))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(key_path, private_pem, mode=0o600)
+        atomic_write_bytes(pub_path, public_pem(private.public_key()))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the key pair into {out}: {exc.strerror or exc}; pass a writable folder as --out"
+        ) from exc
     return key_path, pub_path
 
 

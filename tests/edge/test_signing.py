@@ -39,6 +39,17 @@ def test_keygen_writes_private_key_readable_by_owner_only(tmp_path: Path) -> Non
     assert main(["keygen", "--out", str(tmp_path / "keys")]) == 2
 
 
+def test_keygen_into_an_unwritable_place_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["keygen", "--out", str(blocker / "keys")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("edge keygen: error: cannot write the key pair into") and str(blocker) in line
+    assert "--out" in line
+
+
 def test_signature_verifies_with_the_trusted_key(tmp_path: Path, package: bytes) -> None:
     key_path, pub_path = generate_keys(tmp_path)
     signed = read_package_bytes(sign_package(package, load_private_key(key_path)))
