@@ -8,7 +8,6 @@ not yet taken are withdrawn (an empty retained payload) and the rollout stops.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import queue
@@ -34,7 +33,7 @@ from cloud_sync.update_protocol import (
     group_offer_topic,
     offer_topic,
 )
-from edge.package import read_package_bytes
+from edge.package import read_package_bytes, sha256_hex
 from edge.signing import load_private_key, sign_package
 
 log = logging.getLogger(__name__)
@@ -59,14 +58,14 @@ def make_offer(package_bytes: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Of
         except (ValueError, AttributeError):
             key = ""
     hashes = tuple(
-        hashlib.sha256(package_bytes[i : i + chunk_size]).hexdigest()
+        sha256_hex(package_bytes[i : i + chunk_size])
         for i in range(0, len(package_bytes), chunk_size)
     )
     return Offer(
         name=package.manifest.name,
         version=package.manifest.version,
         size=len(package_bytes),
-        sha256=hashlib.sha256(package_bytes).hexdigest(),
+        sha256=sha256_hex(package_bytes),
         chunk_size=chunk_size,
         chunk_sha256=hashes,
         signature=base64.b64encode(package.signature).decode("ascii") if package.signature else "",

@@ -10,7 +10,6 @@ The device side that loads and swaps models is an ``Activator`` (``edge.updates.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import queue
@@ -37,7 +36,7 @@ from cloud_sync.update_protocol import (
 )
 from edge.errors import EdgeError
 from edge.manifest import Manifest
-from edge.package import read_package_bytes
+from edge.package import read_package_bytes, sha256_hex
 from edge.signing import TrustStore
 from edge.store import ModelStore, Staging, StoreEntry
 
@@ -405,7 +404,7 @@ class UpdateAgent:
         """Size, sha256, package structure and digests, signature, anti-rollback -> (manifest, key id)."""
         if len(data) != offer.size:
             raise UpdateError(f"transfer is {len(data)} bytes, the offer said {offer.size}; refused")
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_hex(data)
         if digest != offer.sha256:
             raise UpdateError(
                 f"package sha256 is {digest[:16]}…, the offer said {offer.sha256[:16]}…; refused"

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cloud_sync.errors import PayloadError
+from edge.package import SHA256_HEX
 
 SCHEMA = 1
 DEFAULT_CHUNK_SIZE = 64 * 1024
@@ -29,7 +30,6 @@ MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 1024, 1024 * 1024
 MAX_REQUEST_CHUNKS = 256
 STATES = ("idle", "downloading", "verifying", "validating", "active", "rejected", "rolled_back")
 FINAL_STATES = ("active", "rejected", "rolled_back")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TOPIC_PART = re.compile(r"^[^/#+\x00]+$")
 
 
@@ -100,7 +100,7 @@ def _int(data: dict[str, Any], key: str, what: str, low: int = 0) -> int:
 
 def _sha(data: dict[str, Any], key: str, what: str) -> str:
     value = data.get(key)
-    if not isinstance(value, str) or not _SHA256.match(value):
+    if not isinstance(value, str) or not SHA256_HEX.match(value):
         raise PayloadError(f"{what}.{key} must be a lowercase sha256 hex digest, got {value!r}")
     return value
 
@@ -155,7 +155,9 @@ class Offer:
         if chunk_size > MAX_CHUNK_SIZE:
             raise PayloadError(f"offer.chunk_size is {chunk_size}; at most {MAX_CHUNK_SIZE} is accepted")
         hashes = data.get("chunk_sha256")
-        if not isinstance(hashes, list) or not all(isinstance(h, str) and _SHA256.match(h) for h in hashes):
+        if not isinstance(hashes, list) or not all(
+            isinstance(h, str) and SHA256_HEX.match(h) for h in hashes
+        ):
             raise PayloadError("offer.chunk_sha256 must be a list of sha256 hex digests")
         if len(hashes) != math.ceil(size / chunk_size) or data.get("chunks", len(hashes)) != len(hashes):
             raise PayloadError(

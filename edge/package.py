@@ -40,9 +40,11 @@ ALLOWED_NAMES = re.compile(r"^(model\.tflite|model_edgetpu\.tflite|labels\.txt|e
                            r"golden/(input|output)\.npy|report\.json)$")
 MAX_PACKAGE_CONTENT = 1 << 30  # 1 GiB uncompressed: larger is refused as a decompression bomb
 ZIP_MAGIC = b"PK\x03\x04"
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")  # a sha256 as manifests, offers and the store write it
 
 
 def sha256_hex(data: bytes) -> str:
+    """The lowercase hex sha256 of ``data`` (package files, whole packages, transfer chunks)."""
     return hashlib.sha256(data).hexdigest()
 
 

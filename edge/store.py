@@ -16,11 +16,9 @@ File names come from the package's sha256, never from anything a package says ab
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -31,11 +29,11 @@ from typing import Any
 from edge.errors import ConfigError, PackageError
 from edge.fsutil import atomic_write_bytes
 from edge.manifest import Manifest
+from edge.package import SHA256_HEX, sha256_hex
 
 log = logging.getLogger(__name__)
 
 KEEP_PREVIOUS = 2
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class DowngradeError(PackageError):
@@ -66,7 +64,7 @@ class StoreEntry:
             size=int(data["size"]),
             activated_at=float(data.get("activated_at", 0.0)),
         )
-        if not _SHA256.match(entry.sha256) or "/" in entry.file or entry.file.startswith("."):
+        if not SHA256_HEX.match(entry.sha256) or "/" in entry.file or entry.file.startswith("."):
             raise ValueError(f"bad store entry {data!r}")
         return entry
 
@@ -154,7 +152,7 @@ class ModelStore:
 
     def install(self, package_bytes: bytes, manifest: Manifest) -> StoreEntry:
         """Write a verified package into ``versions/`` durably; it is not active yet."""
-        sha = hashlib.sha256(package_bytes).hexdigest()
+        sha = sha256_hex(package_bytes)
         entry = StoreEntry(
             manifest.name,
             manifest.version,
@@ -279,7 +277,7 @@ class Staging:
         self._have: set[int] = set()
         for path in folder.glob("*.chunk"):
             index = int(path.stem) if path.stem.isdigit() else -1
-            if 0 <= index < len(self.hashes) and _sha(path.read_bytes()) == self.hashes[index]:
+            if 0 <= index < len(self.hashes) and sha256_hex(path.read_bytes()) == self.hashes[index]:
                 self._have.add(index)
             else:
                 path.unlink(missing_ok=True)
@@ -303,7 +301,7 @@ class Staging:
 
     def write(self, index: int, data: bytes) -> bool:
         """Store chunk ``index`` if its sha256 matches; False (and nothing stored) when it does not."""
-        if not 0 <= index < self.count or _sha(data) != self.hashes[index]:
+        if not 0 <= index < self.count or sha256_hex(data) != self.hashes[index]:
             return False
         if index in self._have:
             return True
@@ -318,7 +316,7 @@ class Staging:
         parts = []
         for index in range(self.count):
             data = (self.folder / f"{index}.chunk").read_bytes()
-            if _sha(data) != self.hashes[index]:
+            if sha256_hex(data) != self.hashes[index]:
                 self._have.discard(index)
                 raise PackageError(f"staged chunk {index} changed on disk; it will be fetched again")
             parts.append(data)
@@ -328,10 +326,6 @@ class Staging:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _check_sha(value: str) -> None:
-    if not _SHA256.match(value):
+    if not SHA256_HEX.match(value):
         raise PackageError(f"{value!r} is not a sha256 hex digest")
