@@ -4,7 +4,7 @@
 builder's source, so editing a builder rebuilds. Models are real TensorFlow conversions:
 
 - the digits CNN (``converter.digits``) as float32, float16, dynamic-range, int8 with uint8 io and int8 with
-  int8 io ``.tflite`` files (bare: no manifest), plus an int8 *package* when ``converter.convert`` exists;
+  int8 io ``.tflite`` files (bare: no manifest), plus an int8 *package* made by ``converter.convert``;
 - ``ssd.tflite``: a tiny SSD-style post-processed detector. Four fixed boxes, one per image quadrant
   (``QUADRANT_BOXES``, normalized ymin, xmin, ymax, xmax), scored by the quadrant's brightest channel mean
   (input float32 0..1, so run it with mean 0 / std 255) and classed by which channel (0 red, 1 green, 2 blue).
@@ -24,7 +24,6 @@ Without TensorFlow in this interpreter the builder runs as ``$EDGE_TF_PYTHON -m 
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import importlib.util
@@ -66,7 +65,7 @@ class Assets:
     digits_eval: Path
     digit_images: Path
     images: dict[str, Path]
-    digits_package: Path | None = None
+    digits_package: Path
     digits_keras: Path | None = None
     labels: tuple[str, ...] = DIGITS_LABELS
     extra: dict[str, Any] = field(default_factory=dict)
@@ -127,14 +126,13 @@ def _build_in_subprocess(folder: Path) -> None:
 
 def load_index(folder: Path) -> Assets:
     index = json.loads((folder / "assets.json").read_text())
-    package = index.get("digits_package")
     return Assets(
         root=folder,
         models={name: folder / rel for name, rel in index["models"].items()},
         digits_eval=folder / index["digits_eval"],
         digit_images=folder / index["digit_images"],
         images={name: folder / rel for name, rel in index["images"].items()},
-        digits_package=folder / package if package else None,
+        digits_package=folder / index["digits_package"],
         digits_keras=folder / "digits.keras",
     )
 
@@ -321,40 +319,22 @@ def _custom_op_model() -> bytes:
     return bytes(converter.convert())
 
 
-def _write_digits_package(folder: Path, data: Any) -> str | None:
-    """An int8 digits package through ``converter.convert`` once that exists; None before."""
-    if importlib.util.find_spec("converter.convert") is None:
-        return None
-    with contextlib.suppress(ImportError):
-        from converter import convert as conv  # type: ignore[attr-defined]
+def _write_digits_package(folder: Path, data: Any) -> str:
+    """An int8 digits package made by ``converter.convert`` (a failure fails the build, loudly)."""
+    from converter.convert import ConvertOptions, convert
 
-        options_cls = getattr(conv, "ConvertOptions", None)
-        if options_cls is None:
-            return None
-        return _build_package_with(conv, options_cls, folder, data)
-    return None
-
-
-def _build_package_with(conv: Any, options_cls: Any, folder: Path, data: Any) -> str | None:
-    import inspect
-
-    params = set(inspect.signature(options_cls).parameters)
     calib = folder / "calib.npy"
     np.save(calib, data.x_train[:200])
-    (folder / "labels.txt").write_text("\n".join(DIGITS_LABELS) + "\n")
-    wanted = {
-        "source": folder / "digits.keras", "src": folder / "digits.keras",
-        "output": folder / "digits_int8.edgepkg", "out": folder / "digits_int8.edgepkg",
-        "mode": "int8", "calibration": calib, "calib": calib, "labels": folder / "labels.txt",
-        "name": "digits", "version": 1, "task": "classification",
-    }
-    options = options_cls(**{k: v for k, v in wanted.items() if k in params})
-    try:
-        conv.convert(options)
-    except Exception as exc:  # the converter is another work in progress: its failure must not block tests
-        print(f"tests.assets: digits package not built: {exc}", file=sys.stderr)
-        return None
-    return "digits_int8.edgepkg" if (folder / "digits_int8.edgepkg").exists() else None
+    labels = folder / "labels.txt"
+    labels.write_text("\n".join(DIGITS_LABELS) + "\n")
+    out = folder / "digits_int8.edgepkg"
+    convert(
+        ConvertOptions(
+            source=folder / "digits.keras", output=out, mode="int8", calib=calib, labels=labels,
+            name="digits", version=1, task="classification",
+        )
+    )
+    return out.name
 
 
 if __name__ == "__main__":

@@ -77,8 +77,6 @@ def test_json_lines_and_jsonl_output(assets, photo_folder, tmp_path):
 
 
 def test_package_run_reports_manifest_name_and_version(assets):
-    if assets.digits_package is None:
-        pytest.fail("the int8 digits package was not built by converter.convert")
     done = edge_cli("run", str(assets.digits_package), str(assets.digit_images), "--json", "--top-k", "1")
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]
