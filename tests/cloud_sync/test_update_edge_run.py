@@ -1,5 +1,6 @@
 """``edge run`` with no MODEL (real processes, real broker): it waits for a first pushed model, serves it, hot
-swaps to the next one, and after a ``kill -9`` serves the store's active model again."""
+swaps to the next one, after a ``kill -9`` serves the store's active model again, and its final summary names
+the model serving at the end."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class EdgeRun:
     """``edge run --watch`` as a child process; stdout JSON lines collected by a thread."""
 
-    def __init__(self, url: str, state: Path, inbox: Path, pub: Path) -> None:
+    def __init__(self, url: str, state: Path, inbox: Path, pub: Path, log: Path) -> None:
         command = [
             sys.executable,
             "-m",
@@ -45,7 +46,9 @@ class EdgeRun:
             "--telemetry-interval",
             "0",
         ]
-        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.log = log
+        with log.open("wb") as stderr:
+            self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr)
         self.lines: queue.Queue[dict] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -58,11 +61,25 @@ class EdgeRun:
     def result(self, timeout: float = 30.0) -> dict:
         return self.lines.get(timeout=timeout)
 
-    def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+        self.proc.wait(timeout=60)
         if self.proc.stdout:
             self.proc.stdout.close()
+
+    def summary(self) -> str:
+        """Stop with SIGTERM (a clean shutdown) and return the final summary line from stderr."""
+        self.kill(signal.SIGTERM)
+        lines = [line for line in self.log.read_text().splitlines() if line.startswith("edge run: ")]
+        assert lines and "input(s)" in lines[-1], self.log.read_text()
+        return lines[-1]
+
+
+def push(url: str, package: bytes) -> None:
+    with publishing(url, package) as publisher:
+        publisher.offer_devices(["kitchen"])
+        assert publisher.wait(["kitchen"], time.monotonic() + 90), publisher.rollout.devices["kitchen"]
 
 
 def test_edge_run_waits_for_a_model_then_hot_swaps_and_restarts_from_the_store(mosquitto, tmp_path, assets):
@@ -72,25 +89,35 @@ def test_edge_run_waits_for_a_model_then_hot_swaps_and_restarts_from_the_store(m
     image = sorted(assets.digit_images.glob("*.png"))[0]
     v1 = keys.sign(make_package(assets.model("digits_float32"), 1))
     v2 = keys.sign(make_package(assets.model("digits_int8"), 2))
-    run = EdgeRun(mosquitto.url, state, inbox, keys.pub)
+    v3 = keys.sign(make_package(assets.model("digits_float32"), 3))
+    run = EdgeRun(mosquitto.url, state, inbox, keys.pub, tmp_path / "run1.log")
     try:
         for version, package in ((1, v1), (2, v2)):
-            with publishing(mosquitto.url, package) as publisher:
-                publisher.offer_devices(["kitchen"])
-                assert publisher.wait(["kitchen"], time.monotonic() + 90), publisher.rollout.devices[
-                    "kitchen"
-                ]
+            push(mosquitto.url, package)
             time.sleep(0.5)  # the first model: edge run loads it and starts watching
             shutil.copy(image, inbox / f"v{version}-{image.name}")
             record = run.result()
             assert record["model"] == {"name": "digits", "version": version} and record["error"] is None
     finally:
         run.kill()
-    run = EdgeRun(mosquitto.url, state, inbox, keys.pub)
+    run = EdgeRun(mosquitto.url, state, inbox, keys.pub, tmp_path / "run2.log")
     try:
         time.sleep(2.0)
         shutil.copy(image, inbox / f"after-restart-{image.name}")
         record = run.result()
         assert record["model"]["version"] == 2 and record["error"] is None
+        push(mosquitto.url, v3)  # hot swap in the restarted process, then a clean stop
+        inputs = 1
+        for attempt in range(20):  # the status 'active' goes out just before the swap itself
+            shutil.copy(image, inbox / f"v3-{attempt}-{image.name}")
+            record = run.result()
+            inputs += 1
+            assert record["error"] is None
+            if record["model"]["version"] == 3:
+                break
+        assert record["model"] == {"name": "digits", "version": 3}
+        summary = run.summary()
+        # the run started on v2; the summary names the model serving at the end
+        assert f"{inputs} input(s), 0 failed (stopped); digits v3 on " in summary, summary
     finally:
         run.kill()

@@ -18,12 +18,25 @@ from edge.errors import ConfigError
 
 NAME = "run"
 HELP = "run a model on images: files, folders, --watch DIR or --url URL; one result per input"
+MODEL_SUFFIXES = (".tflite", ".edgepkg", ".zip")
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", nargs="?", help="a .tflite file or model package")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        nargs="?",
+        help="a .tflite file or model package; leave out to serve the active model of --state-dir's store",
+    )
     parser.add_argument("inputs", metavar="INPUT", nargs="*", help="image files or folders")
+    parser.epilog = (
+        "MODEL may be left out: a first path that is not a model (a folder, or a file not named "
+        f"{'/'.join(MODEL_SUFFIXES)} and not starting like a TFLite model or a zip package) counts as an "
+        "INPUT, and the model comes from the store in --state-dir (or model.path in --config): "
+        "'edge run photo.jpg --state-dir /var/lib/edge'. A missing path named like a model is a "
+        "'model not found' error."
+    )
     parser.add_argument("--config", type=Path, help="device config file (TOML); flags given here win")
     parser.add_argument(
         "--profile",
@@ -61,6 +74,57 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge run")
     add_arguments(parser)
     return parser
+
+
+def is_model_path(path: Path) -> bool:
+    """Whether ``edge run`` takes ``path`` as a MODEL: a model suffix, or a file starting like a model.
+
+    A folder is never a model; a missing path is one only when named like one.
+    """
+    from edge.package import ZIP_MAGIC
+    from edge.tflite_file import FILE_IDENTIFIER
+
+    if path.suffix.lower() in MODEL_SUFFIXES and not path.is_dir():
+        return True
+    if not path.is_file():
+        return False  # a folder of inputs, or a missing path: that input fails with its own error
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False  # unreadable: it fails as an input, with its own error
+    return head[:4] == ZIP_MAGIC or head[4:8] == FILE_IDENTIFIER
+
+
+def _first_path_as_input(args: argparse.Namespace) -> str | None:
+    """Move MODEL to the inputs when it is not a model (``edge run IMAGE``); the path moved, or None."""
+    if not args.model or is_model_path(Path(args.model)):
+        return None
+    moved = str(args.model)
+    args.inputs = [moved, *args.inputs]
+    args.model = None
+    log.info("%s is not a model: taken as an input; the model comes from the store", moved)
+    return moved
+
+
+def _check_store_for(moved: str, args: argparse.Namespace) -> None:
+    """A path taken as an input with nothing to serve from the store: say what was understood."""
+    if getattr(args, "mqtt", None) and getattr(args, "trust", None):
+        return  # edge run waits for a first pushed model
+    from edge.store import ModelStore
+
+    state_dir = update_hooks._state_dir(args)
+    if ModelStore(state_dir).active_path() is not None:
+        return
+    if not Path(moved).exists():
+        raise ConfigError(
+            f"model not found: {moved}; check the path (the model store in {state_dir} is empty too)"
+        )
+    raise ConfigError(
+        f"{moved} is not a model (a .tflite file or package), so it was taken as an input, and the model "
+        f"store in {state_dir} is empty; pass a MODEL before the inputs, or --mqtt URL and --trust "
+        "signing.pub to wait for one pushed with 'edge push-model'"
+    )
 
 
 def _apply_settings(args: argparse.Namespace) -> None:
@@ -177,8 +241,11 @@ class _HumanSink:
 
 
 def run(args: argparse.Namespace) -> int:
+    moved = _first_path_as_input(args)  # before --config, so that its model.path can fill MODEL
     _apply_settings(args)
     _check(args)
+    if moved is not None and not args.model:
+        _check_store_for(moved, args)
     from edge import sdnotify
     from edge.model import load_model
     from edge.pipeline import Pipeline
@@ -235,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
             session.close()  # flushes and closes its own sinks
         for sink in sinks:
             sink.close()
-    _summary(pipeline.stats(), total, failed, interrupted, model)
+    _summary(pipeline.stats(), total, failed, interrupted, pipeline.model)  # the model serving now
     if total == 0 and not interrupted:
         return EXIT_ERROR
     return EXIT_FAILED if failed else EXIT_OK
