@@ -27,9 +27,17 @@ def find_mosquitto() -> str:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
 
 
 class LocalBroker:
@@ -67,18 +75,22 @@ class LocalBroker:
             [find_mosquitto(), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + timeout
-        while not self._listening():
+        while not port_open(self.host, self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                self.stop()
-                raise BrokerError(f"local mosquitto did not start on port {self.port}: {err.strip()}")
+                err = self._end_and_read()
+                raise BrokerError(f"local mosquitto did not start on port {self.port}: {err}")
             time.sleep(0.02)
         return self
 
-    def _listening(self) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.2)
-            return sock.connect_ex((self.host, self.port)) == 0
+    def _end_and_read(self) -> str:
+        """Kill a broker that failed to start; what it wrote to stderr (read after it ended: no hang)."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return ""
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate(timeout=10)
+        return (err or b"").decode(errors="replace").strip()
 
     def stop(self) -> None:
         proc, self.process = self.process, None

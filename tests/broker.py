@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,21 +25,9 @@ from pathlib import Path
 
 import pytest
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+from cloud_sync.local_broker import find_mosquitto, free_port, port_open
+
 START_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
 
 
 class Broker:
@@ -106,7 +92,7 @@ class Broker:
                 raise RuntimeError(f"port {self.port} is still taken; cannot start mosquitto")
             time.sleep(0.05)
         self.process = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.config_path)],
+            [find_mosquitto(), "-c", str(self.config_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
