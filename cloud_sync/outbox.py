@@ -99,10 +99,11 @@ class OutboxStats:
 
 def connect_db(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open the outbox database (creating it unless ``readonly``); errors become ``OutboxError``."""
+    if readonly and not path.exists():
+        raise OutboxError(f"no outbox at {path}; pass the --state-dir that 'edge run' used")
+    db: sqlite3.Connection | None = None
     try:
         if readonly:
-            if not path.exists():
-                raise OutboxError(f"no outbox at {path}; pass the --state-dir that 'edge run' used")
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +113,8 @@ def connect_db(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
             db.executescript(SCHEMA)
         return db
     except (sqlite3.Error, OSError) as exc:
+        if db is not None:
+            db.close()
         raise OutboxError(f"cannot open the outbox {path}: {exc}; check --state-dir is a writable folder") \
             from exc
 

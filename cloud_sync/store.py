@@ -148,6 +148,7 @@ class SqliteStore(_SqlStore):
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
+        conn: sqlite3.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
@@ -155,6 +156,8 @@ class SqliteStore(_SqlStore):
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SQLITE_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
+            if conn is not None:
+                conn.close()
             raise StoreError(f"cannot open the results database {path}: {exc}; check --db") from exc
         super().__init__(conn, str(path))
 
@@ -174,11 +177,14 @@ class PostgresStore(_SqlStore):
             raise StoreError(
                 "a postgresql:// --db needs psycopg; install it with: pip install 'edge-runtime[postgres]'"
             ) from exc
+        conn = None
         try:
             conn = psycopg.connect(url, connect_timeout=10)
             conn.execute(POSTGRES_SCHEMA)
             conn.commit()
         except psycopg.Error as exc:
+            if conn is not None:
+                conn.close()
             safe = url.split("@")[-1]
             raise StoreError(f"cannot open the PostgreSQL store {safe}: {exc}; check the --db URL") from exc
         super().__init__(conn, "PostgreSQL")

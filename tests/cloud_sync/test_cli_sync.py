@@ -104,8 +104,9 @@ def test_collect_refused_credentials_is_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("edge collect: error: broker mqtt://cloud@127.0.0.1") and "refused" in err
     assert "wrong" not in err  # the password is never printed
-    assert main(["collect", "--mqtt", "ftp://x", "--db", str(tmp_path / "c.sqlite")]) == 2
+    assert main(["collect", "--mqtt", "ftp://x", "--db", str(tmp_path / "bad-url.sqlite")]) == 2
     assert "broker URL 'ftp://x' is not valid" in capsys.readouterr().err
+    assert not (tmp_path / "bad-url.sqlite").exists()  # a bad URL leaves no empty database behind
 
 
 def test_run_refused_credentials_fail_at_start(mosquitto_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

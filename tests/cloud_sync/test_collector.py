@@ -6,6 +6,7 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 from cloud_sync.outbox import OutboxPolicy
@@ -15,7 +16,7 @@ from tests.cloud_sync.helpers import Watcher, collector, device, wait_for
 
 
 def stored(db: Path) -> tuple[int, int, list[int]]:
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         count = conn.execute("SELECT count(*) FROM results").fetchone()[0]
         ids = conn.execute("SELECT count(DISTINCT id) FROM results").fetchone()[0]
         seqs = [r[0] for r in conn.execute("SELECT seq FROM results ORDER BY seq")]
@@ -63,6 +64,7 @@ def test_2000_results_with_the_broker_killed_twice(mosquitto: Broker, tmp_path: 
     print("collector counters:", {k: v for k, v in report.items() if k != "devices"})
     sync.close()
     coll.close()
+    coll.store.close()
 
 
 def test_a_late_collector_gets_the_history_by_replay(mosquitto: Broker, tmp_path: Path) -> None:
@@ -78,6 +80,7 @@ def test_a_late_collector_gets_the_history_by_replay(mosquitto: Broker, tmp_path
     wait_for(lambda: complete(coll, db, 31), what="live result after the replay")
     sync.close()
     coll.close()
+    coll.store.close()
 
 
 def test_results_the_device_no_longer_holds_are_reported_lost(mosquitto: Broker, tmp_path: Path) -> None:
@@ -98,6 +101,7 @@ def test_results_the_device_no_longer_holds_are_reported_lost(mosquitto: Broker,
     assert coll.stats.replays_requested == requests
     sync.close()
     coll.close()
+    coll.store.close()
 
 
 def test_bad_payloads_at_the_collector_are_counted_and_dropped(mosquitto: Broker, tmp_path: Path) -> None:
@@ -127,6 +131,7 @@ def test_bad_payloads_at_the_collector_are_counted_and_dropped(mosquitto: Broker
     assert stored(db)[0] == 1
     pub.close()
     coll.close()
+    coll.store.close()
 
 
 def test_shared_subscription_splits_the_load(mosquitto: Broker, tmp_path: Path) -> None:
@@ -141,4 +146,6 @@ def test_shared_subscription_splits_the_load(mosquitto: Broker, tmp_path: Path) 
     assert first.stats.stored + second.stats.stored == 200
     sync.close()
     first.close()
+    first.store.close()
     second.close()
+    second.store.close()

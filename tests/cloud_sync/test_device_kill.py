@@ -48,3 +48,4 @@ def test_pending_results_survive_kill_9_of_the_device(mosquitto_factory, tmp_pat
         os.kill(second.pid, signal.SIGKILL)
         second.wait(10)
         coll.close()
+        coll.store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def test_commits_before_publishing_and_forgets_only_on_ack(tmp_path: Path) -> No
     db_path = tmp_path / DB_NAME
 
     def committed(topic: str, payload: bytes) -> None:  # runs inside publish(): the row must be on disk
-        with sqlite3.connect(db_path) as db:
+        with closing(sqlite3.connect(db_path)) as db:
             assert db.execute("SELECT count(*) FROM outbox WHERE payload = ?", (payload,)).fetchone()[0] == 1
 
     publisher = FakePublisher(check=committed)
@@ -104,7 +105,7 @@ def test_count_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
     outbox.close()
     stats = read_stats(tmp_path)
     assert (stats.pending, stats.dropped) == (5, 7)
-    with sqlite3.connect(tmp_path / DB_NAME) as db:
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as db:
         kept = [r[0] for r in db.execute("SELECT seq FROM outbox ORDER BY seq")]
     assert kept == [8, 9, 10, 11, 12]  # the newest stay
 

@@ -71,6 +71,7 @@ def test_collector_into_postgres(mosquitto: Broker, tmp_path: Path, pg_url: str)
     assert payload["seq"] == 7 and payload["device"] == "dev1"  # stored as JSONB
     sync.close()
     coll.close()
+    coll.store.close()
 
 
 def test_bad_store_targets_are_clear_errors(tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ def test_edge_run_publishes_every_result_once(assets: Assets, mosquitto: Broker,
     assert doc["pending"] == 0 and doc["last_seq"] == len(images)
     watch.close()
     coll.close()
+    coll.store.close()
 
 
 def test_device_started_before_the_broker(assets: Assets, mosquitto_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -87,6 +88,7 @@ def test_device_started_before_the_broker(assets: Assets, mosquitto_factory, tmp
         coll = collector(broker.url, db)
         wait_for(lambda: complete(coll, db, 5), timeout=60, what="the 5 results delivered")
         coll.close()
+        coll.store.close()
 
         # commands reach the real pipeline
         watch = Watcher(broker.url, "edge/pi2/cmd/+/reply", "edge/pi2/results")

@@ -8,9 +8,13 @@ import json
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.cli import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    from cloud_sync.connection import BrokerSettings
+    from cloud_sync.store import _SqlStore
 
 NAME = "collect"
 HELP = "collect results from a fleet over MQTT into SQLite or PostgreSQL; report and repair seq gaps"
@@ -43,22 +47,38 @@ def _client_id(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud_sync.collector import Collector, has_gaps, report_json, store_report
-    from cloud_sync.connection import MqttConnection, parse_broker_url
+    from cloud_sync.collector import has_gaps, report_json, store_report
+    from cloud_sync.connection import parse_broker_url
     from cloud_sync.store import open_store
     from cloud_sync.topics import check_prefix
     from edge.errors import ConfigError
 
     check_prefix(args.prefix)
-    store = open_store(args.db)
     if args.report:
-        devices = store_report(store)
-        store.close()
+        store = open_store(args.db)
+        try:
+            devices = store_report(store)
+        finally:
+            store.close()
         print(report_json({"devices": devices}))
         return EXIT_FAILED if has_gaps(devices) else EXIT_OK
     if not args.mqtt:
         raise ConfigError("edge collect needs --mqtt URL (or --report to read --db only)")
-    settings = parse_broker_url(args.mqtt, ca=args.ca, cert=args.cert, key=args.key)
+    settings = parse_broker_url(args.mqtt, ca=args.ca, cert=args.cert, key=args.key)  # before --db is made
+    store = open_store(args.db)
+    try:
+        doc = _collect(args, settings, store)
+    finally:
+        store.close()
+    print(report_json(doc), file=sys.stderr if args.print else sys.stdout)
+    return EXIT_FAILED if has_gaps(doc["devices"]) else EXIT_OK
+
+
+def _collect(args: argparse.Namespace, settings: BrokerSettings, store: _SqlStore) -> dict[str, Any]:
+    """Collect until SIGTERM, Ctrl-C or --duration; the final report."""
+    from cloud_sync.collector import Collector
+    from cloud_sync.connection import MqttConnection
+
     connection = MqttConnection(
         settings, _client_id(args), protocol=args.mqtt_version, clean_start=False, session_expiry=3600
     )
@@ -84,7 +104,4 @@ def run(args: argparse.Namespace) -> int:
         collector.check_gaps()
     finally:
         collector.close()
-    doc = collector.report()
-    store.close()
-    print(report_json(doc), file=sys.stderr if args.print else sys.stdout)
-    return EXIT_FAILED if has_gaps(doc["devices"]) else EXIT_OK
+    return collector.report()
