@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Protocol
 
+from edge.cli.broker_options import add_broker_arguments, broker_settings
 from edge.errors import ConfigError
 from edge.fsutil import default_state_dir
 from edge.sinks import Sink
@@ -41,13 +42,9 @@ def _positive(value: str) -> float:
 
 
 def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the MQTT options to ``edge run`` (and to ``edge outbox``, which shares them)."""
+    """Add the MQTT options to ``edge run``."""
     group = parser.add_argument_group("MQTT sync")
-    group.add_argument("--mqtt", metavar="URL", help="broker: mqtt://[user:pass@]host[:port] or mqtts://...")
-    group.add_argument("--mqtt-version", choices=("5", "3.1.1"), default="5", help="MQTT version (default 5)")
-    group.add_argument("--ca", help="CA certificate (PEM) that signed the broker's certificate (mqtts://)")
-    group.add_argument("--cert", help="client certificate (PEM) for brokers that require one")
-    group.add_argument("--key", help="private key (PEM) of --cert")
+    add_broker_arguments(group)
     group.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
     group.add_argument("--device-id", help="device id in topics (default: the host name)")
     if "--state-dir" not in parser._option_string_actions:  # the model-update options may share it
@@ -66,7 +63,6 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
 
 def device_options(args: argparse.Namespace) -> Any:
     """``cloud_sync.device.DeviceOptions`` from parsed arguments (validated: errors name the flag)."""
-    from cloud_sync.connection import parse_broker_url
     from cloud_sync.device import DeviceOptions
     from cloud_sync.topics import check_prefix, check_segment, default_device_id
 
@@ -76,7 +72,7 @@ def device_options(args: argparse.Namespace) -> Any:
         raise ConfigError("--ha-label needs --ha-discovery; add --ha-discovery")
     device_id = args.device_id or default_device_id()
     return DeviceOptions(
-        broker=parse_broker_url(args.mqtt, ca=args.ca, cert=args.cert, key=args.key),
+        broker=broker_settings(args),
         device_id=check_segment(device_id, "device id", "--device-id"),
         state_dir=Path(getattr(args, "state_dir", None) or default_state_dir()),
         prefix=check_prefix(args.prefix),

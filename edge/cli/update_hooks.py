@@ -123,14 +123,10 @@ def wait_for_active_model(args: argparse.Namespace) -> Path:
             f"no MODEL given and the model store in {_state_dir(args)} is empty; pass a MODEL, or --mqtt URL "
             "and --trust signing.pub to wait for one pushed with 'edge push-model'"
         )
-    from cloud_sync.connection import MqttConnection, client_id_for, parse_broker_url
+    from cloud_sync.connection import MqttConnection, client_id_for
+    from edge.cli.broker_options import broker_settings
 
-    broker = parse_broker_url(
-        args.mqtt,
-        ca=getattr(args, "ca", None),
-        cert=getattr(args, "cert", None),
-        key=getattr(args, "key", None),
-    )
+    broker = broker_settings(args)
     connection = MqttConnection(
         broker, client_id_for(_device_id(args), "first-model"), protocol=getattr(args, "mqtt_version", "5")
     ).start(require=False)

@@ -11,6 +11,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from edge.cli import EXIT_FAILED, EXIT_OK
+from edge.cli.broker_options import add_broker_arguments, broker_settings
 
 if TYPE_CHECKING:
     from cloud_sync.connection import BrokerSettings
@@ -21,15 +22,11 @@ HELP = "collect results from a fleet over MQTT into SQLite or PostgreSQL; report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mqtt", metavar="URL", help="broker: mqtt://[user:pass@]host[:port] or mqtts://...")
+    add_broker_arguments(parser)
     parser.add_argument("--db", required=True, help="SQLite file, or a postgresql://user@host/db URL")
     parser.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
     parser.add_argument("--share", metavar="NAME", help="MQTT 5 shared subscription group (split the load)")
     parser.add_argument("--print", action="store_true", help="print each new result as a JSON line")
-    parser.add_argument("--mqtt-version", choices=("5", "3.1.1"), default="5")
-    parser.add_argument("--ca", help="CA certificate (PEM) for mqtts://")
-    parser.add_argument("--cert", help="client certificate (PEM)")
-    parser.add_argument("--key", help="private key (PEM) of --cert")
     parser.add_argument("--client-id", help="MQTT client id (default: derived from host, store and share)")
     parser.add_argument("--no-repair", action="store_true", help="report gaps, do not ask devices to replay")
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS (default: run)")
@@ -48,7 +45,6 @@ def _client_id(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from cloud_sync.collector import has_gaps, report_json, store_report
-    from cloud_sync.connection import parse_broker_url
     from cloud_sync.store import open_store
     from cloud_sync.topics import check_prefix
     from edge.errors import ConfigError
@@ -64,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED if has_gaps(devices) else EXIT_OK
     if not args.mqtt:
         raise ConfigError("edge collect needs --mqtt URL (or --report to read --db only)")
-    settings = parse_broker_url(args.mqtt, ca=args.ca, cert=args.cert, key=args.key)  # before --db is made
+    settings = broker_settings(args)  # before --db is made
     store = open_store(args.db)
     try:
         doc = _collect(args, settings, store)

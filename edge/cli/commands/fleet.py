@@ -6,6 +6,7 @@ import argparse
 import json
 
 from edge.cli import EXIT_OK
+from edge.cli.broker_options import add_broker_arguments, broker_settings
 
 NAME = "fleet"
 HELP = "fleet overview from the broker's retained messages: 'edge fleet status --mqtt URL [--json]'"
@@ -13,21 +14,18 @@ HELP = "fleet overview from the broker's retained messages: 'edge fleet status -
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("status",), help="status: list devices")
-    parser.add_argument("--mqtt", required=True, metavar="URL", help="broker: mqtt://[user:pass@]host[:port]")
+    add_broker_arguments(parser, required=True, version=False)
     parser.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
-    parser.add_argument("--ca", help="CA certificate (PEM) for mqtts://")
-    parser.add_argument("--cert", help="client certificate (PEM)")
-    parser.add_argument("--cert-key", help="private key (PEM) of --cert")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="S", help="longest wait for messages")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud_sync.connection import MqttConnection, parse_broker_url, unique_client_id
+    from cloud_sync.connection import MqttConnection, unique_client_id
     from cloud_sync.fleet import FleetView, render
     from cloud_sync.topics import check_prefix
 
-    broker = parse_broker_url(args.mqtt, ca=args.ca, cert=args.cert, key=args.cert_key)
+    broker = broker_settings(args)
     connection = MqttConnection(broker, unique_client_id("fleet")).start()
     try:
         rows = FleetView(connection, check_prefix(args.prefix)).start().settle(timeout=args.timeout)

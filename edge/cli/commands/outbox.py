@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from edge.cli import EXIT_FAILED, EXIT_OK
+from edge.cli.broker_options import add_broker_arguments, broker_settings
 from edge.fsutil import default_state_dir
 
 NAME = "outbox"
@@ -21,11 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--flush", action="store_true", help="publish what is pending, then exit")
-    parser.add_argument("--mqtt", metavar="URL", help="broker for --flush: mqtt://[user:pass@]host[:port]")
-    parser.add_argument("--mqtt-version", choices=("5", "3.1.1"), default="5")
-    parser.add_argument("--ca", help="CA certificate (PEM) for mqtts://")
-    parser.add_argument("--cert", help="client certificate (PEM)")
-    parser.add_argument("--key", help="private key (PEM) of --cert")
+    add_broker_arguments(parser, url_help="broker for --flush: mqtt://[user:pass@]host[:port] or mqtts://...")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds --flush waits (default: 60)")
 
 
@@ -45,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
     if args.flush:
         if not args.mqtt:
             raise ConfigError("--flush needs a broker; add --mqtt mqtt://host:1883")
-        from cloud_sync.connection import MqttConnection, parse_broker_url, unique_client_id
+        from cloud_sync.connection import MqttConnection, unique_client_id
 
         before = read_stats(args.state_dir)
-        settings = parse_broker_url(args.mqtt, ca=args.ca, cert=args.cert, key=args.key)
+        settings = broker_settings(args)
         connection = MqttConnection(settings, unique_client_id("flush"), protocol=args.mqtt_version)
         outbox = Outbox(args.state_dir)
         outbox.start(connection)

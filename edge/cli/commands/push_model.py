@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from edge.cli import EXIT_FAILED, EXIT_OK
+from edge.cli.broker_options import add_broker_arguments, broker_settings
 from edge.errors import ConfigError
 
 NAME = "push-model"
@@ -18,7 +19,7 @@ HELP = "sign a model package, offer it to devices or a group over MQTT and serve
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("package", metavar="PACKAGE", help="a model package (.edgepkg) from 'edge convert'")
     parser.add_argument("--key", metavar="KEY", help="signing.key from 'edge keygen' (not needed if signed)")
-    parser.add_argument("--mqtt", required=True, metavar="URL", help="broker: mqtt://[user:pass@]host[:port]")
+    add_broker_arguments(parser, required=True, version=False, key_flag="--cert-key")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--device", nargs="+", action="extend", metavar="ID", help="device id(s) to update")
     target.add_argument("--group", metavar="NAME", help="update every device started with --group NAME")
@@ -48,9 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave the retained offer in place when the rollout stops early",
     )
-    parser.add_argument("--ca", help="CA certificate (PEM) for mqtts://")
-    parser.add_argument("--cert", help="client certificate (PEM)")
-    parser.add_argument("--cert-key", help="private key (PEM) of --cert")
     parser.add_argument("--json", action="store_true", help="print the final result as JSON")
 
 
@@ -65,7 +63,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
-    from cloud_sync.connection import MqttConnection, parse_broker_url, unique_client_id
+    from cloud_sync.connection import MqttConnection, unique_client_id
     from cloud_sync.publisher import DeviceProgress, Publisher, signed_package
     from cloud_sync.topics import check_prefix
     from edge.package import read_package
@@ -75,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.key is None and package.signature is None:
         raise ConfigError(f"{args.package} is unsigned; pass --key signing.key (make one with 'edge keygen')")
     data = signed_package(data, args.key)
-    broker = parse_broker_url(args.mqtt, ca=args.ca, cert=args.cert, key=args.cert_key)
+    broker = broker_settings(args)
     connection = MqttConnection(broker, unique_client_id("push")).start()
     publisher = Publisher(
         connection,

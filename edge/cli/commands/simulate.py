@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from edge.cli import EXIT_FAILED, EXIT_OK
+from edge.cli.broker_options import add_broker_arguments, broker_settings
 from edge.errors import ConfigError
 
 NAME = "simulate"
@@ -23,12 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PACKAGE",
         help="model package the devices start with; the rollout ships its next version",
     )
-    parser.add_argument(
-        "--mqtt", metavar="URL", help="broker (default: a local mosquitto started for the run)"
+    add_broker_arguments(
+        parser, url_help="broker (default: a local mosquitto started for the run)", version=False
     )
-    parser.add_argument("--ca", help="CA certificate (PEM) for mqtts://")
-    parser.add_argument("--cert", help="client certificate (PEM)")
-    parser.add_argument("--key", help="private key (PEM) of --cert")
     parser.add_argument(
         "--duration", type=float, default=20.0, metavar="S", help="seconds of inputs (default 20)"
     )
@@ -46,7 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud_sync.connection import parse_broker_url
     from cloud_sync.local_broker import LocalBroker
     from cloud_sync.simulate import Simulation, SimulationOptions
 
@@ -57,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         broker = None if args.mqtt else LocalBroker(workdir / "broker").start()
         try:
             url = args.mqtt or broker.url  # type: ignore[union-attr]
-            settings = parse_broker_url(url, ca=args.ca, cert=args.cert, key=args.key)
+            settings = broker_settings(args, url)
             options = SimulationOptions(
                 broker=settings,
                 package=args.model,
