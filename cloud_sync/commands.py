@@ -151,6 +151,14 @@ class Commands:
         last = _int(body, "to", topic, first)
         if last - first >= MAX_REPLAY:
             last = first + MAX_REPLAY - 1
+        stream = body.get("stream", self.outbox.stream)
+        if not isinstance(stream, str):
+            raise PayloadError(f"command on {topic}: 'stream' is {stream!r}, expected the stream id string")
+        if stream != self.outbox.stream:  # an earlier outbox of this device (its state folder was wiped)
+            log.info("replay of stream %s asked; this outbox is stream %s: all of it is gone", stream,
+                     self.outbox.stream)
+            return {"from": first, "to": last, "sent": 0, "missing": [[first, last]],
+                    "last_seq": self.outbox.last_seq, "stream": stream}
         rows, missing = self.outbox.replay(first, last, MAX_REPLAY)
         for _, result_topic, payload in rows:
             self.connection.publish(result_topic, payload, qos=1)

@@ -93,5 +93,12 @@ def test_replay_command_republishes_retained_results(mosquitto: Broker, tmp_path
     assert [watch.next_json("dev1/results")["seq"] for _ in range(3)] == [2, 3, 4]
     reply = watch.next_json("replay/reply")
     assert reply == {**reply, "ok": True, "sent": 3, "missing": [], "last_seq": 6, "request_id": 9}
+    assert reply["stream"] == sync.outbox.stream
+
+    # a gap in an earlier stream (the state folder was wiped since): all of it is gone, nothing re-sent
+    watch.conn.publish("edge/dev1/cmd/replay", '{"from": 2, "to": 4, "stream": "0ld5trm"}').wait(5)
+    reply = watch.next_json("replay/reply")
+    assert reply == {**reply, "ok": True, "sent": 0, "missing": [[2, 4]], "stream": "0ld5trm"}
+    assert [m for m in watch.drain() if m.topic.endswith("/results")] == []
     watch.close()
     sync.close()
