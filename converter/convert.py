@@ -2,12 +2,14 @@
 
 Steps: check options, load SRC, read calibration/evaluation data, convert in the chosen mode (and in
 float32 for the size baseline), check quantization, run the validation report, check Edge TPU ops and
-compile, embed the manifest in the ``.tflite``, then write OUT atomically. Nothing is written before
-every check has passed.
+compile, embed the manifest in the ``.tflite``, record the golden input and output (packages only: the
+first sample the report used, for the device's check before it activates the model), then write OUT
+atomically. Nothing is written before every check has passed.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import tempfile
@@ -25,8 +27,9 @@ from converter.data import Samples, load_samples
 from converter.edgetpu import compile_for_edgetpu
 from converter.errors import CalibrationError, ConverterError, QuantizationError, ValidationError
 from converter.metadata import embed_manifest
-from converter.report import compare, latency_summary, run_tflite
+from converter.report import compare, golden_pair, latency_summary, run_tflite
 from converter.source import SourceModel, load_source
+from edge.activation import GOLDEN_INPUT, GOLDEN_OUTPUT
 from edge.fsutil import atomic_write_bytes
 from edge.manifest import TASKS, Manifest, Quantization, TensorSpec
 from edge.package import (
@@ -151,6 +154,7 @@ def convert(options: ConvertOptions) -> ConvertResult:
         atomic_write_bytes(output, model)
     else:
         files[MODEL_NAME] = model
+        files.update(golden_files(model, evaluation))
         if labels:
             files[LABELS_NAME] = ("\n".join(labels) + "\n").encode("utf-8")
         manifest = write_package(output, manifest, files)
@@ -158,6 +162,20 @@ def convert(options: ConvertOptions) -> ConvertResult:
     result_report = dict(report, output_size_bytes=written, output_ratio=round(written / float32_size, 4))
     log.info("wrote %s (%d bytes)", output, written)
     return ConvertResult(output, manifest, result_report)
+
+
+def golden_files(model: bytes, evaluation: Samples) -> dict[str, bytes]:
+    """``golden/input.npy`` and ``golden/output.npy`` for the first evaluation sample (none without one)."""
+    if not len(evaluation):
+        return {}
+    given, expected = golden_pair(model, evaluation.x[0])
+    return {GOLDEN_INPUT: _npy_bytes(given), GOLDEN_OUTPUT: _npy_bytes(expected)}
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def read_labels(path: Path) -> tuple[str, ...]:

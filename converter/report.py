@@ -26,13 +26,19 @@ class TFLiteRun:
     latencies: list[float]
 
 
-def run_tflite(model: bytes, x: np.ndarray, threads: int = LATENCY_THREADS) -> TFLiteRun:
-    """Invoke ``model`` once per sample of ``x`` (float, model-input space)."""
+def _interpreter(model: bytes, threads: int) -> tuple[Any, dict[str, Any]]:
+    """A LiteRT interpreter with tensors allocated, and the details of its one input."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=model, num_threads=threads)
     interpreter.allocate_tensors()
     (input_detail,) = interpreter.get_input_details()
+    return interpreter, input_detail
+
+
+def run_tflite(model: bytes, x: np.ndarray, threads: int = LATENCY_THREADS) -> TFLiteRun:
+    """Invoke ``model`` once per sample of ``x`` (float, model-input space)."""
+    interpreter, input_detail = _interpreter(model, threads)
     keys = _output_keys(interpreter)
     collected: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     latencies = []
@@ -44,6 +50,20 @@ def run_tflite(model: bytes, x: np.ndarray, threads: int = LATENCY_THREADS) -> T
         for key, detail in keys.items():
             collected[key].append(dequantize(interpreter.get_tensor(detail["index"]), detail))
     return TFLiteRun({key: np.concatenate(v) for key, v in collected.items()}, latencies)
+
+
+def golden_pair(model: bytes, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What a device checks a package with (``edge.activation.golden_test``), for one sample of ``x``.
+
+    The input tensor exactly as the model takes it (batch of 1, quantized when the input is an integer
+    type) and the model's first output on it, raw: not dequantized, in the output's own dtype.
+    """
+    interpreter, input_detail = _interpreter(model, LATENCY_THREADS)
+    tensor = quantize(sample[np.newaxis], input_detail)
+    interpreter.set_tensor(input_detail["index"], tensor)
+    interpreter.invoke()
+    first = interpreter.get_output_details()[0]
+    return tensor, np.array(interpreter.get_tensor(first["index"]))
 
 
 def _output_keys(interpreter: Any) -> dict[str, dict[str, Any]]:

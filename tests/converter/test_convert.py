@@ -55,7 +55,7 @@ def test_package_manifest_records_everything_a_device_needs(digits_int8: Convert
     assert spec.mean == (0.0,) and spec.std == (1.0,)
     assert spec.quantization is not None and spec.quantization.scale[0] > 0
     assert m.outputs[0].dtype == "uint8" and m.outputs[0].shape == (1, 10)
-    assert set(m.files) == {"model.tflite", "labels.txt"}
+    assert set(m.files) == {"model.tflite", "labels.txt", "golden/input.npy", "golden/output.npy"}
     assert package.files["labels.txt"].decode().split() == list(m.labels)
     from converter.source import hash_file
 

@@ -107,7 +107,7 @@ def test_package_reads_and_verifies(package_bytes: bytes) -> None:
     package = read_package_bytes(package_bytes)
     m = package.manifest
     assert (m.name, m.version, m.mode, m.labels) == ("tiny", 1, "int8", ("cat", "dog", "bird"))
-    assert set(package.files) == {"model.tflite", "labels.txt"}
+    assert set(package.files) == {"model.tflite", "labels.txt", "golden/input.npy", "golden/output.npy"}
     assert m.inputs[0].dtype == "uint8" and m.inputs[0].quantization is not None
     assert m.report is not None and 0.0 <= m.report["top1_agreement"] <= 1.0
     assert m.source["kind"] == "keras" and len(m.source["sha256"]) == 64
