@@ -47,7 +47,10 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[InputItem]:
 
 
 def watch_folder(folder: str | Path, stop: threading.Event, poll: float = 0.2) -> Iterator[InputItem]:
-    """Files created in ``folder`` from this call on, once each, after their size held for one poll."""
+    """Files created in ``folder`` from this call on, once each, after their size held for one poll.
+
+    A name whose file was removed counts as new when it appears again (cameras reuse names).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"--watch {folder}: not a folder; create it or check the path")
@@ -61,7 +64,12 @@ def _watch(folder: Path, seen: set[str], stop: threading.Event, poll: float) -> 
             entries = sorted(folder.iterdir())
         except OSError as exc:
             log.warning("cannot list %s: %s", folder, exc)
-            entries = []
+            stop.wait(poll)
+            continue
+        present = {path.name for path in entries}
+        seen.intersection_update(present)  # a removed file's name may come back with a new image
+        for name in pending.keys() - present:
+            del pending[name]
         for path in entries:
             if path.name in seen or _skipped(path) or not path.is_file():
                 continue

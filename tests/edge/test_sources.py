@@ -79,6 +79,25 @@ def test_watch_folder_yields_new_files_once_when_complete(tmp_path):
     assert [Path(i.name).name for i in got] == ["first.jpg", "second.jpg"]
 
 
+def test_watch_folder_takes_a_reused_name_again_once_the_old_file_was_removed(tmp_path):
+    stop = threading.Event()
+    guard = threading.Timer(20, stop.set)  # ends the watch (and fails the test) instead of hanging
+    guard.start()
+    try:
+        watching = watch_folder(tmp_path, stop, poll=0.02)
+        (tmp_path / "snapshot.jpg").write_bytes(b"1")
+        assert Path(next(watching).name).name == "snapshot.jpg"
+        (tmp_path / "snapshot.jpg").unlink()  # processed and removed, as a camera pipeline does
+        (tmp_path / "other.jpg").write_bytes(b"2")
+        assert Path(next(watching).name).name == "other.jpg"  # the watch has listed the folder since
+        (tmp_path / "snapshot.jpg").write_bytes(b"3")
+        item = next(watching, None)
+        assert item is not None and Path(item.name).name == "snapshot.jpg"
+    finally:
+        guard.cancel()
+        stop.set()
+
+
 def test_watch_folder_that_does_not_exist(tmp_path):
     with pytest.raises(ConfigError, match="not a folder"):
         watch_folder(tmp_path / "nope", threading.Event())
