@@ -80,6 +80,7 @@ class DeviceSync:
         self.home_assistant: HomeAssistant | None = None
         self.updates: Any = None
         self._last_input: Any = None
+        self._emit_lock = threading.Lock()  # seq order == outbox order (results also come from commands)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._next_telemetry = time.monotonic() + options.telemetry_interval_s
@@ -118,9 +119,10 @@ class DeviceSync:
 
     def emit(self, record: dict[str, Any]) -> None:
         """Commit one result to the outbox (it is published once committed)."""
-        seq = self.outbox.reserve_seq()
-        message = build_result(record, device=self.options.device_id, stream=self.outbox.stream, seq=seq)
-        self.outbox.add(self.topics.results, dumps(message), kind="result", seq=seq)
+        with self._emit_lock:
+            seq = self.outbox.reserve_seq()
+            message = build_result(record, device=self.options.device_id, stream=self.outbox.stream, seq=seq)
+            self.outbox.add(self.topics.results, dumps(message), kind="result", seq=seq)
         if record.get("input") is not None:
             self._last_input = record.get("input")
         if self.home_assistant is not None:
