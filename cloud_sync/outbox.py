@@ -110,7 +110,7 @@ def connect_db(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
             db = sqlite3.connect(str(path), timeout=10, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
+            db.executescript(f"BEGIN;\n{SCHEMA}\nCOMMIT;")  # readers see every table or none
         return db
     except (sqlite3.Error, OSError) as exc:
         if db is not None:
@@ -123,6 +123,10 @@ def read_stats(state_dir: str | Path) -> OutboxStats:
     """Stats of an outbox on disk, read-only (works while ``edge run`` is using it)."""
     db = connect_db(Path(state_dir) / DB_NAME, readonly=True)
     try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+            # 'edge run' has created the file but not yet its tables: nothing is pending yet.
+            return OutboxStats(pending=0, pending_bytes=0, oldest_age_s=None, retained=0, dropped=0,
+                               rejected=0, published=0, acked=0, last_seq=0, stream="")
         pending, nbytes, oldest = db.execute(
             "SELECT count(*), coalesce(sum(length(payload)), 0), min(created) FROM outbox WHERE acked IS NULL"
         ).fetchone()

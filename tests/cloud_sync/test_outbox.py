@@ -184,3 +184,15 @@ def test_a_failing_write_is_retried_without_losing_messages(tmp_path: Path) -> N
     wait_for(lambda: len(publisher.sent) == 15)
     assert [p for _, p, _ in publisher.sent] == [f'{{"seq":{i}}}'.encode() for i in range(1, 16)]
     outbox.close()
+
+
+def test_stats_of_an_outbox_whose_tables_are_not_created_yet_say_empty(tmp_path: Path) -> None:
+    """'edge outbox' (or a test) may look while 'edge run' has created the file but not its tables."""
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as db:
+        db.execute("PRAGMA user_version = 0")  # the file exists, no tables
+    stats = read_stats(tmp_path)
+    assert stats.pending == 0 and stats.oldest_age_s is None
+    Outbox(tmp_path).close()  # the writer then creates the schema in one transaction
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"outbox", "meta"} <= tables
