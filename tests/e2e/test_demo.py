@@ -10,11 +10,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cloud_sync.connection import MqttConnection, parse_broker_url
 from tests.broker import free_port
 
 pytestmark = pytest.mark.tf
@@ -95,6 +97,16 @@ def test_demo_uses_the_broker_in_mqtt_url(mosquitto: Any, tmp_path: Path) -> Non
     assert summary["broker"] == mosquitto.url and summary["device"].startswith("demo-")
     assert summary["held_out"] == summary["answered"] == 25 and summary["lost"] == 0
     assert not (work / "broker").exists()  # no local mosquitto was started
+    # it leaves no retained messages for its device on a broker it does not own
+    watcher = MqttConnection(parse_broker_url(mosquitto.url), "demo-test-watcher")
+    retained: list[str] = []
+    watcher.subscribe(
+        f"edge/{summary['device']}/#", lambda m: retained.append(m.topic) if m.payload else None
+    )
+    watcher.start()
+    time.sleep(1.0)
+    watcher.close()
+    assert retained == []
     assert processes_using(work) == []  # the test's own broker lives on in tmp_path
 
 
