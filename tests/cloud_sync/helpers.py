@@ -15,7 +15,7 @@ from cloud_sync.device import DeviceOptions, DeviceSync
 from cloud_sync.store import SqliteStore
 from tests.cloud_sync.fakes import FakePipeline
 
-WAIT = 20.0
+WAIT = 30.0
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:

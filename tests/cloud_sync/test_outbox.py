@@ -12,15 +12,7 @@ import pytest
 from cloud_sync.errors import OutboxError
 from cloud_sync.outbox import DB_NAME, Outbox, OutboxPolicy, read_stats
 from tests.cloud_sync.fakes import FakePublisher
-
-WAIT = 10.0
-
-
-def wait_for(condition, timeout: float = WAIT) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+from tests.cloud_sync.helpers import wait_for
 
 
 def add_results(outbox: Outbox, n: int) -> list[int]:

@@ -16,7 +16,8 @@ from edge.model import load_model
 from edge.package import read_package_bytes
 from edge.pipeline import Pipeline
 from edge.store import ModelStore
-from tests.cloud_sync.update_support import make_keys, publishing, start_device, wait_for
+from tests.cloud_sync.helpers import wait_for
+from tests.cloud_sync.update_support import make_keys, publishing, start_device
 from tests.edge.update_packages import make_package
 
 

@@ -17,7 +17,8 @@ from cloud_sync.publisher import Publisher, make_offer
 from cloud_sync.update_protocol import Offer
 from edge.package import read_package_bytes
 from edge.store import ModelStore
-from tests.cloud_sync.update_support import Keys, make_keys, publishing, start_device, wait_for
+from tests.cloud_sync.helpers import wait_for
+from tests.cloud_sync.update_support import Keys, make_keys, publishing, start_device
 from tests.edge.update_packages import make_package
 
 

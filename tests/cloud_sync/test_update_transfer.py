@@ -13,13 +13,8 @@ from pathlib import Path
 import pytest
 
 from edge.package import read_package
-from tests.cloud_sync.update_support import (
-    make_keys,
-    publishing,
-    start_device,
-    wait_for,
-    watching,
-)
+from tests.cloud_sync.helpers import wait_for
+from tests.cloud_sync.update_support import make_keys, publishing, start_device, watching
 from tests.edge.update_packages import make_package
 
 ROOT = Path(__file__).resolve().parents[2]
