@@ -5,8 +5,11 @@ Anonymous, on 127.0.0.1 and a free port, config and data in a folder of its own;
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -38,6 +41,20 @@ def port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def end_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` (SIGKILL after 10 s without effect), reap the process and close its stderr pipe."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    if proc.stderr:
+        proc.stderr.close()
 
 
 class LocalBroker:
@@ -94,14 +111,5 @@ class LocalBroker:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if proc.stderr:
-            proc.stderr.close()
+        if proc is not None:
+            end_process(proc)

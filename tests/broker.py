@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import os
 import signal
 import subprocess
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_sync.local_broker import find_mosquitto, free_port, port_open
+from cloud_sync.local_broker import end_process, find_mosquitto, free_port, port_open
 
 START_TIMEOUT_S = 10.0
 
@@ -125,18 +124,8 @@ class Broker:
 
     def _end(self, sig: int) -> None:
         proc, self.process = self.process, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, sig)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if proc.stderr:
-            proc.stderr.close()
+        if proc is not None:
+            end_process(proc, sig)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
