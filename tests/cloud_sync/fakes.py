@@ -51,14 +51,16 @@ class FakePipeline:
 
 
 def record(item: Any, label: str = "cat", score: float = 0.9) -> dict[str, Any]:
-    """A result record shaped like the runtime's classification records."""
+    """A result record shaped like the runtime's classification records (docs/results-schema.md)."""
     return {
-        "schema": "edge.classification/1",
+        "schema": 1,
+        "time": "2026-11-22T17:19:05.991Z",
         "input": str(item),
         "model": {"name": "digits", "version": 3},
         "task": "classification",
-        "classes": [{"index": 0, "label": label, "score": score}],
-        "timing_ms": {"preprocess": 0.5, "invoke": 3.0, "postprocess": 0.1, "total": 3.6},
+        "classes": [{"label": label, "index": 0, "score": score}],
+        "timing_ms": {"decode": 0.0, "preprocess": 0.5, "invoke": 3.0, "postprocess": 0.1, "total": 3.6},
+        "error": None,
     }
 
 
