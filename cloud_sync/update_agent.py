@@ -136,11 +136,20 @@ class UpdateAgent:
         self._thread.start()
         return self
 
-    def close(self) -> None:
+    def close(self, settle: float = 0.0) -> None:
+        """Stop the agent. With ``settle``, first wait up to that many seconds for an activation in
+        progress to report its health, so its final status ("active", healthy) is published."""
+        deadline = time.monotonic() + settle
+        while self._activation_pending() and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._stop.set()
         self._events.put(("stop", None, None))
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+
+    def _activation_pending(self) -> bool:
+        state = self.status.state
+        return state in ("verifying", "validating") or (state == "active" and self.status.healthy is None)
 
     def offer_topics(self) -> list[str]:
         return [offer_topic(self.prefix, self.device_id)] + [
@@ -154,11 +163,16 @@ class UpdateAgent:
         self._events.put(("chunk", message.topic, bytes(message.payload)))
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        # Events queued before close() (e.g. the first model's "healthy") are still handled: stop at "stop".
+        while True:
             try:
                 kind, a, b = self._events.get(timeout=0.5)
             except queue.Empty:
+                if self._stop.is_set():
+                    return
                 kind, a, b = "tick", None, None
+            if kind == "stop":
+                return
             try:
                 if kind == "offer":
                     self._handle_offer(a, b)

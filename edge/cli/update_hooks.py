@@ -140,7 +140,7 @@ def wait_for_active_model(args: argparse.Namespace) -> Path:
         while (path := store.active_path()) is None:
             time.sleep(0.2)
     finally:
-        agent.close()
+        agent.close(settle=10)  # the store flips before the agent reports the outcome: let it publish that
         connection.close()
     return path
 
