@@ -355,13 +355,6 @@ class Demo:
         if code == 0:
             return
         detail = str(outcome.get("detail") or push.last_error())
-        if f"(active v{self.summary.version}, health check running)" in detail:
-            # Work-around: a device that got its first model while 'edge run' waited for one can lose the
-            # 'healthy' status (the waiting update agent is closed right after the pointer flip, before it
-            # handles its queued 'healthy' event), so 'push-model --wait' times out. The model is active;
-            # the probe that follows checks that the device serves this version.
-            note(f"the device activated v{self.summary.version} but never reported it healthy; continuing")
-            return
         raise DemoError(f"edge push-model failed (exit {code}): {detail}")
 
     def wait_until_serving(self, pixels: Any) -> None:
