@@ -42,11 +42,8 @@ def cpu_temp_c(root: Path = THERMAL) -> float | None:
 
 
 def latency_summary(stats: dict[str, Any]) -> dict[str, Any]:
-    """Overall p50/p95/p99 (ms) from ``pipeline.stats()``: its ``total`` stage when present."""
-    stages = stats.get("stages", stats)
-    total: Any = stages.get("total") if isinstance(stages, dict) else None
-    if not isinstance(total, dict):
-        total = stats.get("latency_ms")
+    """Overall p50/p95/p99 (ms): the ``total`` stage of ``pipeline.stats()`` (``RollingStats.snapshot()``)."""
+    total: Any = stats.get("total")
     if not isinstance(total, dict):
         return {"p50": None, "p95": None, "p99": None}
     return {k: _round(total.get(k), 3) for k in ("p50", "p95", "p99")}

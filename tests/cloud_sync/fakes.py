@@ -34,7 +34,9 @@ class FakePipeline:
     label: str = "cat"
 
     def stats(self) -> dict[str, Any]:
-        return {"fps": 12.5, "stages": {"total": {"p50": 4.0, "p95": 6.0, "p99": 9.0, "count": 10}}}
+        """Shaped like ``edge.stats.RollingStats.snapshot()`` (only the total stage)."""
+        return {"count": 10, "errors": 0, "fps": 12.5,
+                "total": {"p50": 4.0, "p95": 6.0, "p99": 9.0, "mean": 4.5, "n": 10}}
 
     def set_options(self, top_k: int | None = None, threshold: float | None = None) -> None:
         if top_k is not None:
