@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from converter.errors import SourceModelError
+from edge.package import ZIP_MAGIC  # a .keras file is a zip
 
 log = logging.getLogger(__name__)
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-ZIP_MAGIC = b"PK\x03\x04"
 PREDICT_BATCH = 64
 
 
