@@ -117,3 +117,28 @@ def test_run_refused_credentials_fail_at_start(mosquitto_factory, tmp_path: Path
     broker = mosquitto_factory(anonymous=False, global_extra=[f"password_file {passwd}"])
     with pytest.raises(BrokerError, match="refused"):
         device(f"mqtt://dev1:wrong@127.0.0.1:{broker.port}", tmp_path / "state")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--device", "a/b"], "--device 'a/b' cannot be used in an MQTT topic"),
+        (["--group", "x+y"], "--group 'x+y' cannot be used in an MQTT topic"),
+        (["--device", "d", "--chunk-size", "0"], "--chunk-size must be 1 to 1024 KiB, got 0"),
+        (["--device", "d", "--chunk-size", "4096"], "--chunk-size must be 1 to 1024 KiB, got 4096"),
+        (["--device", "d", "--rate", "-1"], "--rate must be 0 (no limit) or more KiB/s, got -1"),
+    ],
+)
+def test_push_model_bad_options_fail_before_the_broker(
+    assets, tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str  # type: ignore[no-untyped-def]
+) -> None:
+    from edge.signing import generate_keys
+
+    key, _ = generate_keys(tmp_path / "keys")
+    unreachable = f"mqtt://127.0.0.1:{free_port()}"  # reaching it would be a different error
+    argv = ["push-model", str(assets.digits_package), "--key", str(key), "--mqtt", unreachable, *options]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # nothing offered
+    (line,) = err.strip().splitlines()
+    assert line.startswith("edge push-model: error: ") and message in line

@@ -53,12 +53,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    """Every option checked before the package is signed or the broker contacted."""
+    from cloud_sync.errors import PayloadError
+    from cloud_sync.update_protocol import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, check_topic_part
+
     if args.canary < 0 or (args.abort_on is not None and args.abort_on < 1):
         raise ConfigError("--canary must be 0 or more and --abort-on at least 1")
     if args.device and args.canary >= len(args.device):
         raise ConfigError(f"--canary {args.canary} needs more than {args.canary} --device ids")
     if args.wait is not None and args.wait <= 0:
         raise ConfigError(f"--wait must be more than 0 seconds, got {args.wait}")
+    low, high = MIN_CHUNK_SIZE // 1024, MAX_CHUNK_SIZE // 1024
+    if not low <= args.chunk_size <= high:
+        raise ConfigError(f"--chunk-size must be {low} to {high} KiB, got {args.chunk_size}")
+    if args.rate < 0:
+        raise ConfigError(f"--rate must be 0 (no limit) or more KiB/s, got {args.rate:g}")
+    try:
+        for device in args.device or ():
+            check_topic_part(device, "--device")
+        if args.group is not None:
+            check_topic_part(args.group, "--group")
+    except PayloadError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,14 +90,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.package} is unsigned; pass --key signing.key (make one with 'edge keygen')")
     data = signed_package(data, args.key)
     broker = broker_settings(args)
+    prefix = check_prefix(args.prefix)
     connection = MqttConnection(broker, unique_client_id("push")).start()
-    publisher = Publisher(
-        connection,
-        data,
-        prefix=check_prefix(args.prefix),
-        chunk_size=args.chunk_size * 1024,
-        rate=args.rate * 1024,
-    ).start()
+    try:
+        publisher = Publisher(
+            connection, data, prefix=prefix, chunk_size=args.chunk_size * 1024, rate=args.rate * 1024
+        ).start()
+    except BaseException:
+        connection.close()
+        raise
     offer = publisher.offer
     chatter = sys.stderr if args.json else sys.stdout
     print(
@@ -112,6 +129,10 @@ def run(args: argparse.Namespace) -> int:
         publisher.close()
         connection.close()
         return 130
+    except BaseException:
+        publisher.close()
+        connection.close()
+        raise
     finally:
         elapsed = time.monotonic() - started
     publisher.close(withdraw=not rollout.ok() and not args.keep_offer)
