@@ -123,9 +123,11 @@ def start_sync(args: argparse.Namespace, pipeline: Any) -> SyncSession | None:
     if not getattr(args, "mqtt", None):
         return None
     from cloud_sync.device import DeviceSync
-    from edge.cli.update_hooks import start_updates
+    from edge.cli.update_hooks import check_update_options, start_updates
 
-    sync = DeviceSync(device_options(args), pipeline, reload=_reloader(args, pipeline)).start()
+    options = device_options(args)
+    check_update_options(args)  # a bad --trust or --group fails before anything connects
+    sync = DeviceSync(options, pipeline, reload=_reloader(args, pipeline)).start()
     try:
         sync.updates = start_updates(args, pipeline, sync.connection)
     except BaseException:

@@ -78,17 +78,34 @@ def _device_id(args: argparse.Namespace) -> str:
     return str(getattr(args, "device_id", None) or default_device_id())
 
 
-def _agent(args: argparse.Namespace, pipeline: Any, connection: Any) -> Any:
-    from cloud_sync.update_agent import UpdateAgent
-    from edge.activation import PipelineActivator
-    from edge.health import HealthPolicy
+def check_update_options(args: argparse.Namespace) -> Any:
+    """The update options, checked before anything connects: health window, size, ``--group`` names and the
+    ``--trust`` key files (read into the returned ``TrustStore``); None when updates are off."""
+    if not getattr(args, "trust", None):
+        return None
+    from cloud_sync.errors import PayloadError
+    from cloud_sync.update_protocol import check_topic_part
     from edge.signing import TrustStore
-    from edge.store import ModelStore
 
     if args.health_inferences < 1 or args.health_seconds <= 0:
         raise ConfigError("--health-inferences must be at least 1 and --health-seconds more than 0")
     if args.max_model_size <= 0:
         raise ConfigError(f"--max-model-size must be more than 0 MB, got {args.max_model_size}")
+    try:
+        for group in args.update_groups:
+            check_topic_part(group, "--group")
+    except PayloadError as exc:
+        raise ConfigError(str(exc)) from None
+    return TrustStore.from_files(args.trust)
+
+
+def _agent(args: argparse.Namespace, pipeline: Any, connection: Any) -> Any:
+    from cloud_sync.update_agent import UpdateAgent
+    from edge.activation import PipelineActivator
+    from edge.health import HealthPolicy
+    from edge.store import ModelStore
+
+    trust = check_update_options(args)
     store = ModelStore(_state_dir(args))
     policy = HealthPolicy(inferences=args.health_inferences, seconds=args.health_seconds)
     activator = PipelineActivator(
@@ -101,7 +118,7 @@ def _agent(args: argparse.Namespace, pipeline: Any, connection: Any) -> Any:
     return UpdateAgent(
         connection,
         store,
-        TrustStore.from_files(args.trust),
+        trust,
         activator,
         _device_id(args),
         prefix=getattr(args, "prefix", "edge"),
@@ -126,6 +143,7 @@ def wait_for_active_model(args: argparse.Namespace) -> Path:
     from cloud_sync.connection import MqttConnection, client_id_for
     from edge.cli.broker_options import broker_settings
 
+    check_update_options(args)  # before connecting
     broker = broker_settings(args)
     connection = MqttConnection(
         broker, client_id_for(_device_id(args), "first-model"), protocol=getattr(args, "mqtt_version", "5")

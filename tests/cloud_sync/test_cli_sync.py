@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
 import sys
@@ -142,3 +143,32 @@ def test_push_model_bad_options_fail_before_the_broker(
     assert out == ""  # nothing offered
     (line,) = err.strip().splitlines()
     assert line.startswith("edge push-model: error: ") and message in line
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--trust", "missing.pub"], "public key file not found"),
+        (["--trust", "signing.pub", "--group", "a/b"], "--group 'a/b' cannot be used in an MQTT topic"),
+        (["--trust", "signing.pub", "--health-seconds", "0"], "--health-seconds more than 0"),
+    ],
+)
+def test_run_bad_update_options_fail_before_connecting(
+    assets, mosquitto: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+    options: list[str], message: str,
+) -> None:
+    from edge.signing import generate_keys
+
+    generate_keys(tmp_path)
+    state = tmp_path / "state"
+    options = [str(tmp_path / o) if o.endswith(".pub") else o for o in options]
+    argv = ["run", str(assets.model("digits_int8")), str(assets.digit_images), "--mqtt", mosquitto.url,
+            "--device-id", "early", "--state-dir", str(state), *options]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edge run: error: ") and message in err and len(err.splitlines()) == 1
+    assert not (state / "outbox.sqlite").exists()  # no outbox, no connection: nothing was started
+    retained = Watcher(mosquitto.url, "edge/early/status")  # a device that connected leaves a status
+    with pytest.raises(queue.Empty):
+        retained.next("status", timeout=0.5)
+    retained.close()
