@@ -108,6 +108,9 @@ def test_collect_refused_credentials_is_one_line(
     assert main(["collect", "--mqtt", "ftp://x", "--db", str(tmp_path / "bad-url.sqlite")]) == 2
     assert "broker URL 'ftp://x' is not valid" in capsys.readouterr().err
     assert not (tmp_path / "bad-url.sqlite").exists()  # a bad URL leaves no empty database behind
+    assert main(["collect", "--mqtt", url, "--db", str(tmp_path / "bad-share.sqlite"), "--share", "a/b"]) == 2
+    assert "share group 'a/b' cannot be used in an MQTT topic" in capsys.readouterr().err
+    assert not (tmp_path / "bad-share.sqlite").exists()
 
 
 def test_run_refused_credentials_fail_at_start(mosquitto_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

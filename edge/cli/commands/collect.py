@@ -46,10 +46,12 @@ def _client_id(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from cloud_sync.collector import has_gaps, report_json, store_report
     from cloud_sync.store import open_store
-    from cloud_sync.topics import check_prefix
+    from cloud_sync.topics import check_prefix, check_segment
     from edge.errors import ConfigError
 
     check_prefix(args.prefix)
+    if args.share is not None:
+        check_segment(args.share, "share group", "--share")
     if args.report:
         store = open_store(args.db)
         try:
