@@ -125,7 +125,9 @@ def read_package(path: str | Path) -> ModelPackage:
     except FileNotFoundError as exc:
         raise PackageError(f"model package not found: {path}; check the path") from exc
     except OSError as exc:
-        raise PackageError(f"cannot read model package {path}: {exc.strerror}") from exc
+        raise PackageError(
+            f"cannot read model package {path}: {exc.strerror}; check the path and its permissions"
+        ) from exc
     return read_package_bytes(data, source=str(path))
 
 
@@ -134,7 +136,10 @@ def read_package_bytes(data: bytes, source: str = "package") -> ModelPackage:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
-        raise PackageError(f"{source} is not a model package (not a zip file: {exc})") from exc
+        raise PackageError(
+            f"{source} is not a model package (not a zip file: {exc}); pass a .edgepkg made by "
+            "'edge convert' (download it again if it was cut short)"
+        ) from exc
     with archive:
         infos = archive.infolist()
         names = [info.filename for info in infos]
