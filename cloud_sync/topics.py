@@ -25,9 +25,14 @@ DEFAULT_PREFIX = "edge"
 _BAD_CHARS = re.compile(r"[/+#\x00\s]")
 
 
+def is_topic_part(value: str) -> bool:
+    """Usable as one topic level: non-empty, no ``/``, ``+``, ``#``, NUL or whitespace."""
+    return bool(value) and not _BAD_CHARS.search(value)
+
+
 def check_segment(value: str, what: str, flag: str) -> str:
     """A topic segment: non-empty, no ``/``, ``+``, ``#``, NUL or whitespace."""
-    if not value or _BAD_CHARS.search(value):
+    if not is_topic_part(value):
         raise ConfigError(
             f"{what} {value!r} cannot be used in an MQTT topic; "
             f"pass {flag} with letters, digits, '-', '_' or '.'"

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cloud_sync.errors import PayloadError
+from cloud_sync.topics import is_topic_part
 from edge.package import SHA256_HEX
 
 SCHEMA = 1
@@ -30,13 +30,12 @@ MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 1024, 1024 * 1024
 MAX_REQUEST_CHUNKS = 256
 STATES = ("idle", "downloading", "verifying", "validating", "active", "rejected", "rolled_back")
 FINAL_STATES = ("active", "rejected", "rolled_back")
-_TOPIC_PART = re.compile(r"^[^/#+\x00]+$")
 
 
 def check_topic_part(value: str, what: str) -> str:
     """A device id, group name or prefix level must not contain MQTT wildcards or slashes."""
-    if not _TOPIC_PART.match(value):
-        raise PayloadError(f"{what} {value!r} cannot be used in an MQTT topic; avoid '/', '+', '#'")
+    if not is_topic_part(value):
+        raise PayloadError(f"{what} {value!r} cannot be used in an MQTT topic; avoid '/', '+', '#', spaces")
     return value
 
 
@@ -203,7 +202,7 @@ class ChunkRequest:
         ):
             raise PayloadError(f"chunk request.chunks must be a list of at most {MAX_REQUEST_CHUNKS} indexes")
         group = data.get("group", "")
-        if not isinstance(group, str) or (group and not _TOPIC_PART.match(group)):
+        if not isinstance(group, str) or (group and not is_topic_part(group)):
             raise PayloadError(f"chunk request.group must be a group name, got {group!r}")
         return cls(_sha(data, "sha256", "chunk request"), tuple(chunks), group)
 

@@ -127,6 +127,7 @@ def test_run_refused_credentials_fail_at_start(mosquitto_factory, tmp_path: Path
     ("options", "message"),
     [
         (["--device", "a/b"], "--device 'a/b' cannot be used in an MQTT topic"),
+        (["--device", "kitchen cam"], "--device 'kitchen cam' cannot be used"),  # as edge run's --device-id
         (["--group", "x+y"], "--group 'x+y' cannot be used in an MQTT topic"),
         (["--device", "d", "--chunk-size", "0"], "--chunk-size must be 1 to 1024 KiB, got 0"),
         (["--device", "d", "--chunk-size", "4096"], "--chunk-size must be 1 to 1024 KiB, got 4096"),
