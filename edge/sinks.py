@@ -6,12 +6,16 @@ Built-in sinks live here (stdout JSON lines, a JSON-lines file); the MQTT sink i
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 import threading
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from edge.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
@@ -28,20 +32,44 @@ def dumps(record: dict[str, Any]) -> str:
 
 
 class StdoutSink:
-    """One JSON line per result on stdout (or ``stream``), flushed so a pipe sees it at once."""
+    """One JSON line per result on stdout (or ``stream``), flushed so a pipe sees it at once.
+
+    When the reader goes away (``edge run ... --json | head``) the sink goes quiet: one log line, no error
+    per result, and the run goes on for its other sinks.
+    """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
+        self.broken = False
         self._lock = threading.Lock()
 
     def emit(self, record: dict[str, Any]) -> None:
         stream = self.stream or sys.stdout
         with self._lock:
-            stream.write(dumps(record) + "\n")
-            stream.flush()
+            if self.broken:
+                return
+            try:
+                stream.write(dumps(record) + "\n")
+                stream.flush()
+            except BrokenPipeError:
+                self.broken = True
+                _silence(stream)
+                log.info("stdout was closed by its reader; JSON lines are no longer printed")
 
     def close(self) -> None:
-        (self.stream or sys.stdout).flush()
+        with self._lock:
+            if not self.broken:
+                (self.stream or sys.stdout).flush()
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a stream whose reader is gone at /dev/null, so the flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (a StringIO in tests): nothing to do
+        pass
 
 
 class JsonlFileSink:

@@ -273,3 +273,21 @@ def test_the_suggested_device_profile_sets_threads(assets):
     (line,) = interpreter_noise(unknown.stderr).strip().splitlines()
     assert line.startswith("edge run: error:") and "toaster" in line
     assert load_profile(name).resolved_threads() >= 1
+
+
+def test_json_into_a_reader_that_stops_early_ends_quietly(assets, tmp_path):
+    """``edge run ... --json | head -1``: no error per result and no traceback once the reader is gone."""
+    folders = [str(assets.digit_images)] * 10  # 400 lines: far more than a pipe buffer holds
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge", "run", str(assets.model("digits_int8")), *folders, "--json"],
+            stdout=subprocess.PIPE, stderr=err, cwd=ROOT, text=True,
+        )
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        proc.stdout.close()  # the reader goes away
+        assert proc.wait(timeout=120) == 0
+    assert first["task"] == "classification"
+    lines = interpreter_noise(err_path.read_text()).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge run: 400 input(s), 0 failed"), lines
