@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -32,14 +33,17 @@ def dumps(record: dict[str, Any]) -> str:
 
 
 class StdoutSink:
-    """One JSON line per result on stdout (or ``stream``), flushed so a pipe sees it at once.
+    """One line per result on stdout (or ``stream``): JSON unless a ``formatter`` is given; flushed at once.
 
     When the reader goes away (``edge run ... --json | head``) the sink goes quiet: one log line, no error
     per result, and the run goes on for its other sinks.
     """
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, formatter: Callable[[dict[str, Any]], str] | None = None
+    ) -> None:
         self.stream = stream
+        self.formatter = formatter or dumps  # e.g. a readable line instead of JSON
         self.broken = False
         self._lock = threading.Lock()
 
@@ -49,7 +53,7 @@ class StdoutSink:
             if self.broken:
                 return
             try:
-                stream.write(dumps(record) + "\n")
+                stream.write(self.formatter(record) + "\n")
                 stream.flush()
             except BrokenPipeError:
                 self.broken = True
