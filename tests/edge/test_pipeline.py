@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 
@@ -204,6 +205,22 @@ def test_jsonl_and_stdout_sinks(assets, digits, tmp_path, capsys):
     assert [json.loads(line)["input"] for line in printed] == [json.loads(line)["input"] for line in lines]
     with pytest.raises(ConfigError, match="cannot open results file"):
         JsonlFileSink(out / "x.jsonl")  # out is a file, not a folder
+
+
+def test_stdout_sink_formats_lines_and_goes_quiet_when_its_reader_is_gone():
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    readable = io.StringIO()
+    sink = StdoutSink(readable, formatter=lambda record: f"{record['input']}: ok")
+    sink.emit({"input": "a.png"})
+    assert readable.getvalue() == "a.png: ok\n"
+    gone = StdoutSink(ClosedPipe())
+    gone.emit({"input": "a.png"})  # no exception: the pipeline would log one per result
+    gone.emit({"input": "b.png"})
+    assert gone.broken
+    gone.close()
 
 
 def test_source_exception_reaches_the_caller(digits):
