@@ -58,44 +58,66 @@ def end_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> Non
 
 
 class LocalBroker:
-    """``LocalBroker(folder).start()``; ``url`` is ``mqtt://127.0.0.1:PORT``."""
+    """``LocalBroker(folder).start()``; ``url`` is ``mqtt://127.0.0.1:PORT``.
+
+    Subclasses (the tests' broker fixture) write their own config with ``write_config`` and set
+    ``config_written`` before ``start``; ``start`` after ``stop`` restarts on the same port and config.
+    """
 
     host = "127.0.0.1"
+    scheme = "mqtt"
 
-    def __init__(self, folder: str | Path, max_queued: int = 100_000) -> None:
+    def __init__(self, folder: str | Path, max_queued: int = 100_000, port: int | None = None) -> None:
         self.folder = Path(folder)
-        self.port = free_port()
+        self.port = port or free_port()
         self.max_queued = max_queued
+        self.config_path = self.folder / "mosquitto.conf"
+        self.log_path = self.folder / "mosquitto.log"
+        self.config_written = False  # a subclass that wrote its own config sets it
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def write_config(self) -> None:
+        """An anonymous listener on 127.0.0.1, no persistence, a log file in the folder."""
+        lines = [
+            f"user {getpass.getuser()}",  # as root, mosquitto would switch to user 'mosquitto'
+            "persistence false",
+            f"log_dest file {self.log_path}",
+            f"max_queued_messages {self.max_queued}",
+            "allow_anonymous true",
+            f"listener {self.port} {self.host}",
+        ]
+        self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 10.0) -> LocalBroker:
+        """Start (or restart) mosquitto; returns once the port accepts connections."""
+        if self.running:
+            return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        config = self.folder / "mosquitto.conf"
-        config.write_text(
-            "\n".join(
-                [
-                    f"user {getpass.getuser()}",  # as root, mosquitto would switch to user 'mosquitto'
-                    "persistence false",
-                    f"log_dest file {self.folder / 'mosquitto.log'}",
-                    f"max_queued_messages {self.max_queued}",
-                    "allow_anonymous true",
-                    f"listener {self.port} {self.host}",
-                ]
-            )
-            + "\n"
-        )
-        self.process = subprocess.Popen(
-            [find_mosquitto(), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        if not self.config_written:  # this port, even when the folder holds an older run's config
+            self.write_config()
+            self.config_written = True
         deadline = time.monotonic() + timeout
+        while port_open(self.host, self.port):  # a previous process may still be releasing the port
+            if time.monotonic() > deadline:
+                raise BrokerError(f"port {self.port} is still taken; cannot start mosquitto on it")
+            time.sleep(0.05)
+        self.process = subprocess.Popen(
+            [find_mosquitto(), "-c", str(self.config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         while not port_open(self.host, self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                err = self._end_and_read()
-                raise BrokerError(f"local mosquitto did not start on port {self.port}: {err}")
+                err = self._end_and_read() or self._last_log_line()
+                raise BrokerError(
+                    f"local mosquitto did not start on port {self.port}: {err}; see {self.log_path}"
+                )
             time.sleep(0.02)
         return self
 
@@ -107,9 +129,17 @@ class LocalBroker:
         if proc.poll() is None:
             proc.kill()
         _, err = proc.communicate(timeout=10)
-        return (err or b"").decode(errors="replace").strip()
+        return " ".join((err or b"").decode(errors="replace").split())
 
-    def stop(self) -> None:
+    def _last_log_line(self) -> str:
+        lines = self.log().strip().splitlines()
+        return lines[-1] if lines else "no output"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """End mosquitto (SIGTERM: a clean shutdown that saves persistence; SIGKILL: none of that)."""
         proc, self.process = self.process, None
         if proc is not None:
-            end_process(proc)
+            end_process(proc, sig)

@@ -17,22 +17,19 @@ from __future__ import annotations
 import contextlib
 import getpass
 import signal
-import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from cloud_sync.local_broker import end_process, find_mosquitto, free_port, port_open
+from cloud_sync.local_broker import LocalBroker, free_port
 
+__all__ = ["Broker", "BrokerFactory", "free_port"]  # free_port: tests import it from here
 START_TIMEOUT_S = 10.0
 
 
-class Broker:
+class Broker(LocalBroker):
     """A mosquitto process with its own config file, data folder and log; restartable on the same port."""
-
-    host = "127.0.0.1"
 
     def __init__(
         self,
@@ -44,20 +41,13 @@ class Broker:
         anonymous: bool = True,
         scheme: str = "mqtt",
     ) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir, port=port)
+        self.workdir = self.folder
         self.data_dir = self.workdir / "data"
-        self.data_dir.mkdir(exist_ok=True)
-        self.config_path = self.workdir / "mosquitto.conf"
-        self.log_path = self.workdir / "mosquitto.log"
-        self.port = port or free_port()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.scheme = scheme
-        self.process: subprocess.Popen[bytes] | None = None
         self.write_config(extra=extra, global_extra=global_extra, anonymous=anonymous)
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
+        self.config_written = True
 
     def write_config(
         self, *, extra: Sequence[str] = (), global_extra: Sequence[str] = (), anonymous: bool = True
@@ -82,53 +72,16 @@ class Broker:
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = START_TIMEOUT_S) -> Broker:
-        """Start (or restart) mosquitto; returns once the port accepts connections."""
-        if self.running:
-            return self
-        deadline = time.monotonic() + timeout
-        while port_open(self.host, self.port):  # the previous process may still be releasing the port
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"port {self.port} is still taken; cannot start mosquitto")
-            time.sleep(0.05)
-        self.process = subprocess.Popen(
-            [find_mosquitto(), "-c", str(self.config_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        while not port_open(self.host, self.port):
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                self.process = None
-                raise RuntimeError(f"mosquitto exited at start: {err.strip()} {self.log()[-2000:]}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s: {self.log()}")
-            time.sleep(0.02)
+        super().start(timeout)
         return self
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
         """SIGKILL: no persistence save, no goodbye to clients."""
-        self._end(signal.SIGKILL)
-
-    def stop(self) -> None:
-        """SIGTERM: a clean shutdown that saves persistence."""
-        self._end(signal.SIGTERM)
+        self.stop(signal.SIGKILL)
 
     def restart(self) -> Broker:
         self.stop()
         return self.start()
-
-    def _end(self, sig: int) -> None:
-        proc, self.process = self.process, None
-        if proc is not None:
-            end_process(proc, sig)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def __repr__(self) -> str:
         return f"Broker({self.url}, running={self.running})"

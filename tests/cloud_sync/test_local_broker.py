@@ -43,3 +43,14 @@ def test_a_broker_that_never_listens_is_ended_and_its_stderr_reported(
     with pytest.raises(BrokerError, match="cannot open the log"):
         broker.start(timeout=0.5)  # used to hang reading the stderr of the live process
     assert broker.process is None
+
+
+def test_a_folder_reused_from_an_earlier_run_gets_this_run_s_port(tmp_path: Path) -> None:
+    first = LocalBroker(tmp_path / "broker").start()
+    first.stop()
+    again = LocalBroker(tmp_path / "broker")  # a new free port; the old config is still in the folder
+    try:
+        again.start()
+        assert port_open(again.host, again.port)
+    finally:
+        again.stop()
