@@ -60,6 +60,11 @@ def test_outbox_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert read_stats(state).pending == 1  # nothing lost by the failed flush
     assert main(["outbox", "--state-dir", str(state), "--flush"]) == 2
     assert "--flush needs a broker" in capsys.readouterr().err
+    assert main(["outbox", "--state-dir", str(state), "--flush", "--mqtt", f"mqtt://127.0.0.1:{port}",
+                 "--timeout", "-5"]) == 2
+    assert "--timeout must be more than 0 seconds, got -5" in capsys.readouterr().err
+    assert main(["fleet", "status", "--mqtt", f"mqtt://127.0.0.1:{port}", "--timeout", "0"]) == 2
+    assert "--timeout must be more than 0 seconds, got 0" in capsys.readouterr().err
     assert main(["outbox", "--state-dir", str(tmp_path / "none")]) == 2
     assert "no outbox at" in capsys.readouterr().err
 

@@ -24,11 +24,15 @@ def run(args: argparse.Namespace) -> int:
     from cloud_sync.connection import MqttConnection, unique_client_id
     from cloud_sync.fleet import FleetView, render
     from cloud_sync.topics import check_prefix
+    from edge.errors import ConfigError
 
+    if args.timeout <= 0:
+        raise ConfigError(f"--timeout must be more than 0 seconds, got {args.timeout:g}")
+    prefix = check_prefix(args.prefix)
     broker = broker_settings(args)
     connection = MqttConnection(broker, unique_client_id("fleet")).start()
     try:
-        rows = FleetView(connection, check_prefix(args.prefix)).start().settle(timeout=args.timeout)
+        rows = FleetView(connection, prefix).start().settle(timeout=args.timeout)
     finally:
         connection.close()
     if args.json:

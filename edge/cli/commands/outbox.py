@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if args.flush:
         if not args.mqtt:
             raise ConfigError("--flush needs a broker; add --mqtt mqtt://host:1883")
+        if args.timeout <= 0:
+            raise ConfigError(f"--timeout must be more than 0 seconds, got {args.timeout:g}")
         from cloud_sync.connection import MqttConnection, unique_client_id
 
         before = read_stats(args.state_dir)
