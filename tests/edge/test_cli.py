@@ -275,19 +275,32 @@ def test_the_suggested_device_profile_sets_threads(assets):
     assert load_profile(name).resolved_threads() >= 1
 
 
-def test_json_into_a_reader_that_stops_early_ends_quietly(assets, tmp_path):
-    """``edge run ... --json | head -1``: no error per result and no traceback once the reader is gone."""
-    folders = [str(assets.digit_images)] * 10  # 400 lines: far more than a pipe buffer holds
+def _run_into_a_reader_that_stops_early(assets, tmp_path, *flags: str) -> tuple[str, list[str]]:
+    """Start ``edge run`` on 400 inputs (far more than a pipe buffer holds), read one line, close the pipe;
+    -> (that line, stderr lines without interpreter noise)."""
+    folders = [str(assets.digit_images)] * 10
     err_path = tmp_path / "stderr.txt"
     with err_path.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edge", "run", str(assets.model("digits_int8")), *folders, "--json"],
+            [sys.executable, "-m", "edge", "run", str(assets.model("digits_int8")), *folders, *flags],
             stdout=subprocess.PIPE, stderr=err, cwd=ROOT, text=True,
         )
         assert proc.stdout is not None
-        first = json.loads(proc.stdout.readline())
+        first = proc.stdout.readline()
         proc.stdout.close()  # the reader goes away
         assert proc.wait(timeout=120) == 0
-    assert first["task"] == "classification"
-    lines = interpreter_noise(err_path.read_text()).strip().splitlines()
+    return first, interpreter_noise(err_path.read_text()).strip().splitlines()
+
+
+def test_json_into_a_reader_that_stops_early_ends_quietly(assets, tmp_path):
+    """``edge run ... --json | head -1``: no error per result and no traceback once the reader is gone."""
+    first, lines = _run_into_a_reader_that_stops_early(assets, tmp_path, "--json")
+    assert json.loads(first)["task"] == "classification"
+    assert len(lines) == 1 and lines[0].startswith("edge run: 400 input(s), 0 failed"), lines
+
+
+def test_readable_lines_into_a_reader_that_stops_early_end_quietly(assets, tmp_path):
+    """``edge run MODEL FOLDER | head -1``: readable lines go quiet: no warning per result, no traceback."""
+    first, lines = _run_into_a_reader_that_stops_early(assets, tmp_path)
+    assert first.startswith(str(assets.digit_images)) and " ms)" in first, first
     assert len(lines) == 1 and lines[0].startswith("edge run: 400 input(s), 0 failed"), lines

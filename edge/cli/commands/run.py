@@ -232,14 +232,6 @@ def _shape(value: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
-class _HumanSink:
-    def emit(self, record: dict[str, Any]) -> None:
-        print(human_line(record), flush=True)
-
-    def close(self) -> None:
-        sys.stdout.flush()
-
-
 def run(args: argparse.Namespace) -> int:
     moved = _first_path_as_input(args)  # before --config, so that its model.path can fill MODEL
     _apply_settings(args)
@@ -268,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
         require_accelerator=bool(args.require_accelerator),
         labels=args.labels,
     )
-    sinks: list[Any] = [StdoutSink() if args.json else _HumanSink()]
+    sinks: list[Any] = [StdoutSink() if args.json else StdoutSink(formatter=human_line)]
     if args.output is not None:
         sinks.append(JsonlFileSink(args.output))
     pipeline = Pipeline(model, top_k=args.top_k, threshold=args.threshold, resize=args.resize, sinks=sinks)
