@@ -10,6 +10,7 @@ The device side that loads and swaps models is an ``Activator`` (``edge.updates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -240,6 +241,8 @@ class UpdateAgent:
             self._request_more(current, resend=True)  # a re-delivered offer (reconnect): ask again
             return
         done = self.store.outcome(offer.sha256)
+        if done is not None and done.get("state") == "failed" and done.get("offer_at") != offer.published_at:
+            done = None  # it failed on a local fault (disk full): a new push tries again
         if done is not None:
             # Already handled (active, rejected or rolled back): the same retained offer is not retried,
             # and a new push of the same package is answered from what happened before.
@@ -392,14 +395,24 @@ class UpdateAgent:
             self._reject(offer, str(exc))
             return
         self._publish(self._status("validating", offer, progress=1.0))
-        entry = self.store.install(data, manifest)
+        try:
+            entry = self.store.install(data, manifest)
+        except OSError as exc:  # disk full, permissions: the old model keeps serving
+            self._reject(offer, _write_failure(self.store.root, exc), outcome="failed")
+            return
         try:
             candidate = self.activator.validate(self.store.path_of(entry), manifest)
         except EdgeError as exc:
             self.store.discard(entry)
             self._reject(offer, f"validation failed: {exc}")
             return
-        self.store.activate(entry)
+        try:
+            self.store.activate(entry)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.store.discard(entry)
+            self._reject(offer, _write_failure(self.store.root, exc), outcome="failed")
+            return
         self.store.record_outcome(
             offer.sha256, "active", offer.name, offer.version, offer_at=offer.published_at
         )
@@ -473,16 +486,20 @@ class UpdateAgent:
 
     # -- status --------------------------------------------------------------------------------------------
 
-    def _reject(self, offer: Offer, reason: str) -> None:
+    def _reject(self, offer: Offer, reason: str, outcome: str = "rejected") -> None:
+        """Refuse ``offer``; ``outcome`` "failed" (a local fault, e.g. disk full) lets a new push retry it."""
         log.warning("update %s v%d rejected: %s", offer.name, offer.version, reason)
         if self._transfer is not None and self._transfer.offer.sha256 == offer.sha256:
             self._transfer.staging.discard()
             self._transfer = None
         else:
             self.store.staging_discard(offer.sha256)
-        self.store.record_outcome(
-            offer.sha256, "rejected", offer.name, offer.version, reason, offer.published_at
-        )
+        try:
+            self.store.record_outcome(
+                offer.sha256, outcome, offer.name, offer.version, reason, offer.published_at
+            )
+        except OSError as exc:  # the disk that refused the package may refuse this too: still report
+            log.warning("cannot record the rejection of %s: %s", offer.sha256[:16], exc)
         self._publish(self._status("rejected", offer, reason=reason))
 
     def _status(
@@ -550,6 +567,15 @@ def _is_active(active: StoreEntry | None, offer: Offer) -> bool:
         offer.sha256,
         offer.name,
         offer.version,
+    )
+
+
+def _write_failure(root: Path, exc: OSError) -> str:
+    """One line for a package the store could not write (disk full, permissions)."""
+    where = exc.filename or root
+    return (
+        f"cannot write the package under {where}: {exc.strerror or exc}; "
+        "free some space or check --state-dir, then push again"
     )
 
 

@@ -5,7 +5,8 @@ Layout (``<state-dir>/models/``)::
     active.json                 the pointer: active entry, previous entries (newest first), version floors
     versions/v<N>-<sha16>.edgepkg   verified packages; the active one and up to ``keep`` previous ones
     staging/<sha256>/<index>.chunk  chunks of a transfer in progress, each checked against its sha256
-    outcomes/<sha256>.json      how an offer ended (active, rejected, rolled_back) so it is not tried again
+    outcomes/<sha256>.json      how an offer ended (active, rejected, rolled_back; failed: a local fault such
+                                as a full disk, retried on a new push) so it is not tried again
 
 Activation writes the package file durably first, then flips ``active.json`` with temp + fsync + rename, then
 prunes files no longer referenced: a ``kill -9`` at any point leaves the old or the new model active, never

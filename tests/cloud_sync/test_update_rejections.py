@@ -193,3 +193,33 @@ def test_rejected_with_reason_and_old_model_still_active(
         assert device.store.outcome(offer.sha256)["state"] == "rejected"
     finally:
         device.close()
+
+
+def test_a_package_the_store_cannot_write_is_rejected_and_a_new_push_retries_it(
+    mosquitto_module, tmp_path, keys, model
+) -> None:
+    """install hits an OSError (here: ``versions`` is a file, not a folder): the offer is rejected with a
+    one-line reason instead of staying ``validating``; once the disk is fixed, a new push installs it."""
+    state = tmp_path / "dev"
+    data = keys.sign(make_package(model, 2))
+    device = start_device(mosquitto_module.url, state, "dev-unwritable", [keys.pub])
+    versions = state / "models" / "versions"
+    versions.rmdir()
+    versions.write_bytes(b"not a folder")
+    try:
+        with publishing(mosquitto_module.url, data) as publisher:
+            publisher.offer_devices(["dev-unwritable"])
+            status = wait_for(
+                lambda: device.agent.status.state == "rejected" and device.agent.status, what="reject"
+            )
+        assert "cannot write the package under" in status.reason and "--state-dir" in status.reason
+        assert "\n" not in status.reason
+        assert device.store.active() is None and device.activator.activated == []
+        versions.unlink()
+        versions.mkdir()
+        with publishing(mosquitto_module.url, data) as publisher:
+            publisher.offer_devices(["dev-unwritable"])
+            assert publisher.wait(["dev-unwritable"], time.monotonic() + 30)
+        assert device.store.active().version == 2
+    finally:
+        device.close()
