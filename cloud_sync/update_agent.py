@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -207,11 +208,14 @@ class UpdateAgent:
             self.malformed += 1
             log.warning("malformed offer on %s: %s", topic, exc)
             described = describe_offer(payload)
-            if described.sha256 and self.store.outcome(described.sha256) is not None:
-                return
+            if described.sha256 and self._outcome(described.sha256) is not None:
+                return  # answered already (a re-delivered retained offer)
+            # Refused only for this device's --max-model-size: remembered with that limit, so that the same
+            # package is considered again once the limit is raised.
+            limit = self.max_size if _only_too_big(payload) else None
             if described.sha256:
                 self.store.record_outcome(
-                    described.sha256, "rejected", described.name, described.version, str(exc)
+                    described.sha256, "rejected", described.name, described.version, str(exc), max_size=limit
                 )
             self._publish(
                 replace(
@@ -225,13 +229,20 @@ class UpdateAgent:
         self._offers[topic] = offer
         self._consider(offer, topic)
 
+    def _outcome(self, sha256: str) -> dict[str, Any] | None:
+        """How the offer of ``sha256`` ended here, ignoring a size refusal made under another size limit."""
+        done = self.store.outcome(sha256)
+        if done is not None and done.get("max_size") not in (None, self.max_size):
+            return None
+        return done
+
     def _pick_next(self) -> None:
         """With no transfer running, take the highest retained offer not handled yet (one set aside while a
         higher version was being fetched, which was then rejected)."""
         if self._transfer is not None:
             return
         for topic, offer in sorted(self._offers.items(), key=lambda item: -item[1].version):
-            if self.store.outcome(offer.sha256) is None:
+            if self._outcome(offer.sha256) is None:
                 self._consider(offer, topic)
                 return
 
@@ -240,7 +251,7 @@ class UpdateAgent:
         if current is not None and current.offer.sha256 == offer.sha256:
             self._request_more(current, resend=True)  # a re-delivered offer (reconnect): ask again
             return
-        done = self.store.outcome(offer.sha256)
+        done = self._outcome(offer.sha256)
         if done is not None and done.get("state") == "failed" and done.get("offer_at") != offer.published_at:
             done = None  # it failed on a local fault (disk full): a new push tries again
         if done is not None:
@@ -568,6 +579,15 @@ def _is_active(active: StoreEntry | None, offer: Offer) -> bool:
         offer.name,
         offer.version,
     )
+
+
+def _only_too_big(payload: bytes) -> bool:
+    """True when an offer refused by ``Offer.from_bytes`` would be accepted without the size limit."""
+    try:
+        Offer.from_bytes(payload, sys.maxsize)
+    except PayloadError:
+        return False
+    return True
 
 
 def _write_failure(root: Path, exc: OSError) -> str:

@@ -217,12 +217,19 @@ class ModelStore:
     # -- outcomes of offers ------------------------------------------------------------------------------
 
     def record_outcome(
-        self, sha256: str, state: str, name: str, version: int, reason: str = "", offer_at: float = 0.0
+        self,
+        sha256: str,
+        state: str,
+        name: str,
+        version: int,
+        reason: str = "",
+        offer_at: float = 0.0,
+        max_size: int | None = None,
     ) -> None:
         """Remember how the offer of package ``sha256`` (published at ``offer_at``) ended, so the same
-        retained offer is not tried again."""
+        retained offer is not tried again; ``max_size``: the device's size limit a refusal depended on."""
         _check_sha(sha256)
-        document = {
+        document: dict[str, Any] = {
             "state": state,
             "name": name,
             "version": version,
@@ -230,6 +237,8 @@ class ModelStore:
             "at": time.time(),
             "offer_at": offer_at,
         }
+        if max_size is not None:
+            document["max_size"] = max_size
         atomic_write_bytes(self.root / "outcomes" / f"{sha256}.json", json.dumps(document).encode())
 
     def outcome(self, sha256: str) -> dict[str, Any] | None:

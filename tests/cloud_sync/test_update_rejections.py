@@ -224,3 +224,29 @@ def test_a_package_the_store_cannot_write_is_rejected_and_a_new_push_retries_it(
     finally:
         device.close()
 
+
+def test_an_offer_refused_for_the_size_limit_installs_once_the_limit_is_raised(
+    mosquitto_module, tmp_path, keys, model
+) -> None:
+    """A refusal that depends only on this device's --max-model-size is not permanent: the same retained offer
+    installs after a restart with a bigger limit (a re-delivery under the same limit is still not retried)."""
+    state = tmp_path / "dev"
+    data = keys.sign(make_package(model, 2))
+    device = start_device(mosquitto_module.url, state, "dev-small", [keys.pub], max_size=len(data) - 1)
+    with publishing(mosquitto_module.url, data) as publisher:
+        try:
+            publisher.offer_devices(["dev-small"])
+            status = wait_for(
+                lambda: device.agent.status.state == "rejected" and device.agent.status, what="reject"
+            )
+            assert "over this device's limit" in status.reason
+            assert device.store.outcome(publisher.offer.sha256)["state"] == "rejected"
+        finally:
+            device.close()
+        device = start_device(mosquitto_module.url, state, "dev-small", [keys.pub], max_size=len(data))
+        try:
+            wait_for(lambda: device.agent.status.state == "active", what="installed under the new limit")
+            assert device.store.active().version == 2
+            assert [e.version for e in device.activator.activated] == [2]
+        finally:
+            device.close()
