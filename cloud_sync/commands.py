@@ -1,7 +1,9 @@
 """Commands on ``<prefix>/<id>/cmd/<name>``, each answered on ``.../cmd/<name>/reply``.
 
-``ping``, ``reload``, ``set`` (``top_k``, ``threshold``), ``snapshot`` (one inference now, on ``input`` or the
-last input seen) and ``replay`` (re-publish stored results ``from``..``to`` for a collector that found a gap).
+``ping``, ``reload``, ``set`` (``top_k``, ``threshold``), ``snapshot`` (one inference now, on the last input
+seen, else the newest file of the watch folder; a given ``input`` must lie inside the watch folder or the
+inputs the device was started with, so a publisher cannot make the device read any file) and ``replay``
+(re-publish stored results ``from``..``to`` for a collector that found a gap).
 Commands run one at a time on a worker thread, never on the network thread. A payload that is not JSON,
 is oversized or has wrong fields is counted in ``bad_payloads``, logged with its topic, answered with
 ``ok: false`` and otherwise ignored.
@@ -12,7 +14,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from cloud_sync.connection import Message, MqttConnection
@@ -56,8 +59,13 @@ class Commands:
         emit: Callable[[dict[str, Any]], None],
         last_input: Callable[[], Any],
         reload: Callable[[], None] | None = None,
+        inputs: Sequence[Path] = (),
+        watch: Path | None = None,
     ) -> None:
         self.reload = reload
+        self.watch = watch
+        # What ``snapshot`` may read: the watch folder and the files and folders given as inputs.
+        self.snapshot_roots = tuple(Path(p).resolve() for p in ([watch] if watch else []) + list(inputs))
         self.connection = connection
         self.topics = topics
         self.pipeline = pipeline
@@ -138,13 +146,43 @@ class Commands:
         return {"applied": options}
 
     def _cmd_snapshot(self, body: dict[str, Any], topic: str) -> dict[str, Any]:
-        item = body.get("input", self.last_input())
-        if not isinstance(item, str) or not item:
-            raise PayloadError(f"command on {topic}: no input to run on; pass {{\"input\": \"IMAGE_PATH\"}}")
+        item: Any
+        if "input" in body:
+            item = self._allowed_input(body["input"], topic)
+        else:
+            item = self.last_input() or self._newest_watched()
+            if not isinstance(item, str) or not item:
+                raise PayloadError(
+                    f"command on {topic}: no input seen yet and no file in the watch folder; "
+                    'pass {"input": "IMAGE_PATH"} inside the watch folder or the inputs'
+                )
         result = self.pipeline.infer(item)
         record = result.to_json() if hasattr(result, "to_json") else dict(result)
         self.emit(record)
         return {"result": record}
+
+    def _allowed_input(self, item: Any, topic: str) -> str:
+        """``item`` resolved, when it lies inside the watch folder or is or lies inside an input given."""
+        if not isinstance(item, str) or not item:
+            raise PayloadError(f"command on {topic}: 'input' is {item!r}, expected an image path")
+        path = Path(item).resolve()
+        for root in self.snapshot_roots:
+            if path == root or (root.is_dir() and path.is_relative_to(root)):
+                return str(path)
+        allowed = ", ".join(str(r) for r in self.snapshot_roots) or "none: no --watch and no inputs"
+        raise PayloadError(
+            f"command on {topic}: input {item!r} is outside the watch folder and the inputs; "
+            f"snapshot reads only files under them ({allowed})"
+        )
+
+    def _newest_watched(self) -> str | None:
+        if self.watch is None:
+            return None
+        try:
+            files = [p for p in self.watch.iterdir() if p.is_file() and not p.name.startswith(".")]
+        except OSError:
+            return None
+        return str(max(files, key=lambda p: p.stat().st_mtime)) if files else None
 
     def _cmd_replay(self, body: dict[str, Any], topic: str) -> dict[str, Any]:
         first = _int(body, "from", topic, 1)

@@ -38,6 +38,8 @@ class DeviceOptions:
     ha_threshold: float = 0.5
     keepalive: int = 30
     reconnect_max: int = 30
+    inputs: tuple[Path, ...] = ()  # files and folders given to the run: what ``snapshot`` may read
+    watch: Path | None = None
     outbox: OutboxPolicy = field(default_factory=OutboxPolicy)
 
 
@@ -99,7 +101,7 @@ class DeviceSync:
             self.connection.add_connect_listener(ha.announce)
         self.commands = Commands(
             self.connection, self.topics, self.pipeline, self.outbox, self._emit_snapshot,
-            lambda: self._last_input, reload=self.reload,
+            lambda: self._last_input, reload=self.reload, inputs=options.inputs, watch=options.watch,
         )
         self.connection.add_connect_listener(self.outbox.kick)
         self.outbox.start(self.connection)

@@ -82,6 +82,8 @@ def device_options(args: argparse.Namespace) -> Any:
         ha_labels=tuple(args.ha_label),
         ha_off_delay_s=args.ha_off_delay,
         ha_threshold=args.ha_threshold,
+        inputs=tuple(Path(p) for p in getattr(args, "inputs", None) or ()),
+        watch=getattr(args, "watch", None),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from cloud_sync.messages import RESULT_SCHEMA, TELEMETRY_SCHEMA
@@ -43,7 +44,10 @@ def test_results_status_and_telemetry(mosquitto: Broker, tmp_path: Path) -> None
 
 def test_commands_and_bad_command_payloads(mosquitto: Broker, tmp_path: Path) -> None:
     pipeline = FakePipeline()
-    sync = device(mosquitto.url, tmp_path, pipeline=pipeline, telemetry_interval_s=0)
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    (camera / "cam.jpg").write_bytes(b"jpeg")
+    sync = device(mosquitto.url, tmp_path, pipeline=pipeline, telemetry_interval_s=0, inputs=(camera,))
     watch = Watcher(mosquitto.url, "edge/dev1/cmd/+/reply", "edge/dev1/results")
     wait_for(lambda: sync.connection.connected)
 
@@ -58,9 +62,10 @@ def test_commands_and_bad_command_payloads(mosquitto: Broker, tmp_path: Path) ->
     reloaded = ask("reload", "")
     assert reloaded["ok"] and reloaded["model"]["version"] == 4 and pipeline.reloads == 1
 
-    snap = ask("snapshot", '{"input": "cam.jpg"}')
-    assert snap["ok"] and snap["result"]["input"] == "cam.jpg"
-    assert watch.next_json("dev1/results")["input"] == "cam.jpg"  # and it went out as a result
+    cam = str(camera / "cam.jpg")
+    snap = ask("snapshot", json.dumps({"input": cam}))
+    assert snap["ok"] and snap["result"]["input"] == cam
+    assert watch.next_json("dev1/results")["input"] == cam  # and it went out as a result
 
     bad = [
         ("set", b"not json{"),
@@ -70,6 +75,7 @@ def test_commands_and_bad_command_payloads(mosquitto: Broker, tmp_path: Path) ->
         ("set", b'{"colour": "red"}'),
         ("set", json.dumps({"top_k": 1, "pad": "x" * 300_000}).encode()),
         ("snapshot", b'{"input": 5}'),
+        ("snapshot", b'{"input": "/etc/passwd"}'),
         ("replay", b'{"from": "a"}'),
         ("selfdestruct", b"{}"),
     ]
@@ -100,5 +106,43 @@ def test_replay_command_republishes_retained_results(mosquitto: Broker, tmp_path
     reply = watch.next_json("replay/reply")
     assert reply == {**reply, "ok": True, "sent": 0, "missing": [[2, 4]], "stream": "0ld5trm"}
     assert [m for m in watch.drain() if m.topic.endswith("/results")] == []
+    watch.close()
+    sync.close()
+
+
+def test_snapshot_reads_only_inside_the_watch_folder_and_the_inputs(mosquitto: Broker, tmp_path: Path):
+    """Whoever can publish to the cmd topic must not make the device read any file: a path outside the watch
+    folder and the inputs is refused with the rule; no input runs on the newest file of the watch folder."""
+    watched, given, outside = tmp_path / "watched", tmp_path / "given", tmp_path / "private"
+    for folder in (watched, given, outside):
+        folder.mkdir()
+    (outside / "secret.txt").write_text("key")
+    (given / "one.png").write_bytes(b"png")
+    older, newer = watched / "a.jpg", watched / "b.jpg"
+    older.write_bytes(b"a")
+    newer.write_bytes(b"b")
+    os.utime(older, (1_000_000, 1_000_000))
+    pipeline = FakePipeline()
+    sync = device(
+        mosquitto.url, tmp_path / "state", pipeline=pipeline, telemetry_interval_s=0,
+        watch=watched, inputs=(given,),
+    )
+    watch = Watcher(mosquitto.url, "edge/dev1/cmd/snapshot/reply")
+    wait_for(lambda: sync.connection.connected)
+
+    def snapshot(body: dict) -> dict:  # type: ignore[type-arg]
+        watch.conn.publish("edge/dev1/cmd/snapshot", json.dumps(body)).wait(5)
+        return watch.next_json("snapshot/reply")
+
+    assert snapshot({})["result"]["input"] == str(newer)  # nothing seen yet: the newest watched file
+    assert snapshot({"input": str(given / "one.png")})["result"]["input"] == str(given / "one.png")
+    assert snapshot({"input": str(older)})["result"]["input"] == str(older)
+    for path in (outside / "secret.txt", given / ".." / "private" / "secret.txt", "/etc/passwd"):
+        answer = snapshot({"input": str(path)})
+        assert answer["ok"] is False, path
+        error = answer["error"]
+        assert "outside the watch folder and the inputs" in error and str(watched) in error
+    (given / "link.png").symlink_to(outside / "secret.txt")  # a link inside that points out is refused too
+    assert snapshot({"input": str(given / "link.png")})["ok"] is False
     watch.close()
     sync.close()

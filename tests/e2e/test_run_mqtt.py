@@ -99,9 +99,12 @@ def test_device_started_before_the_broker(assets: Assets, mosquitto_factory, tmp
 
         assert ask("set", {"top_k": 2})["applied"] == {"top_k": 2}
         before = ask("ping", {})["seq"]
-        snap = ask("snapshot", {"input": str(images[0])})
+        dropped = str((watch_dir / images[0].name).resolve())  # snapshot reads inside the watch folder only
+        snap = ask("snapshot", {"input": dropped})
         assert snap["ok"] and len(snap["result"]["classes"]) == 2  # the new top_k applies
-        assert watch.next_json("/results")["input"] == str(images[0])
+        assert watch.next_json("/results")["input"] == dropped
+        refused = ask("snapshot", {"input": str(images[0])})  # a real image, but outside the watch folder
+        assert not refused["ok"] and "outside the watch folder" in refused["error"]
         assert ask("ping", {})["seq"] == before + 1  # published once, not twice
         reloaded = ask("reload", {})
         assert reloaded["ok"], reloaded
