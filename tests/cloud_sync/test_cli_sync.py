@@ -7,6 +7,7 @@ import queue
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,41 @@ def test_run_bad_update_options_fail_before_connecting(
     with pytest.raises(queue.Empty):
         retained.next("status", timeout=0.5)
     retained.close()
+
+
+def test_two_collectors_sharing_one_db_and_group_stay_connected_and_split_the_load(
+    mosquitto: Broker, tmp_path: Path
+) -> None:
+    """Same host, same --db, same --share: each gets its own client id, so neither kicks the other off."""
+    db = tmp_path / "fleet.sqlite"
+    command = [sys.executable, "-m", "edge", "collect", "--mqtt", mosquitto.url, "--db", str(db),
+               "--share", "fleet", "--print", "--no-repair"]
+    procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    lines: queue.Queue[tuple[int, int]] = queue.Queue()
+
+    def read(index: int, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put((index, json.loads(line)["seq"]))
+
+    try:
+        for proc in procs:
+            assert proc.stderr is not None and "listening on" in proc.stderr.readline()
+        readers = [threading.Thread(target=read, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+        for reader in readers:
+            reader.start()
+        sync = device(mosquitto.url, tmp_path / "state", telemetry_interval_s=0)
+        for i in range(100):
+            sync.sinks[0].emit(record(i))
+        got = [lines.get(timeout=30) for _ in range(100)]
+        sync.close()
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.communicate(timeout=30)
+    assert sorted(seq for _, seq in got) == list(range(1, 101))  # each result printed once
+    assert {index for index, _ in got} == {0, 1}  # by both of them
+    log = mosquitto.log()
+    assert "already connected" not in log, log  # no session takeover between the two

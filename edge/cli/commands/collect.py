@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
     parser.add_argument("--share", metavar="NAME", help="MQTT 5 shared subscription group (split the load)")
     parser.add_argument("--print", action="store_true", help="print each new result as a JSON line")
-    parser.add_argument("--client-id", help="MQTT client id (default: derived from host, store and share)")
+    parser.add_argument(
+        "--client-id", help="MQTT client id (default: from host, store and share; with --share, also the pid)"
+    )
     parser.add_argument("--no-repair", action="store_true", help="report gaps, do not ask devices to replay")
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS (default: run)")
     parser.add_argument("--report", action="store_true", help="print the gap report of --db and exit")
@@ -35,12 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _client_id(args: argparse.Namespace) -> str:
     import hashlib
+    import os
     import socket
 
     if args.client_id:
         return str(args.client_id)
     digest = hashlib.sha1(f"{args.db}|{args.share}".encode()).hexdigest()[:8]
-    return f"edge-collect-{socket.gethostname().split('.')[0]}-{digest}"
+    client_id = f"edge-collect-{socket.gethostname().split('.')[0]}-{digest}"
+    # Collectors sharing the load on one host with the same --db: one id would make the broker close each
+    # one's connection when the other connects, again and again; the process id keeps them apart.
+    return f"{client_id}-{os.getpid()}" if args.share else client_id
 
 
 def run(args: argparse.Namespace) -> int:
