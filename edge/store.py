@@ -77,13 +77,13 @@ class ModelStore:
         self.root = Path(state_dir) / "models"
         self.keep = keep
         self._lock = threading.RLock()
-        try:
-            for sub in ("versions", "staging", "outcomes"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
+        # Folders are made on the first write only: asking an empty store (edge run without MODEL on a wrong
+        # --state-dir) leaves nothing behind. A path that can never hold the store is refused now.
+        existing = next(p for p in (self.root, *self.root.parents) if p.exists() or p == p.parent)
+        if existing.exists() and not existing.is_dir():
             raise ConfigError(
-                f"cannot create the model store in {self.root}: {exc.strerror}; check --state-dir"
-            ) from exc
+                f"cannot create the model store in {self.root}: {existing} is a file; check --state-dir"
+            )
 
     # -- the pointer ------------------------------------------------------------------------------------
 
@@ -209,7 +209,7 @@ class ModelStore:
     def _prune(self) -> None:
         pointer = self._read_pointer()
         keep = {e.file for e in ([pointer["active"]] if pointer["active"] else []) + pointer["previous"]}
-        for path in (self.root / "versions").iterdir():
+        for path in _entries(self.root / "versions"):
             if path.name not in keep and not path.name.startswith("."):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -266,7 +266,7 @@ class ModelStore:
         """The chunk staging area of package ``sha256``; other transfers in progress are discarded."""
         _check_sha(sha256)
         with self._lock:
-            for other in (self.root / "staging").iterdir():
+            for other in _entries(self.root / "staging"):
                 if other.name != sha256:
                     shutil.rmtree(other, ignore_errors=True)
             return Staging(self.root / "staging" / sha256, chunk_hashes)
@@ -334,6 +334,14 @@ class Staging:
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds; nothing when it was never made."""
+    try:
+        return list(folder.iterdir())
+    except FileNotFoundError:
+        return []
 
 
 def _check_sha(value: str) -> None:

@@ -204,7 +204,7 @@ def test_a_package_the_store_cannot_write_is_rejected_and_a_new_push_retries_it(
     data = keys.sign(make_package(model, 2))
     device = start_device(mosquitto_module.url, state, "dev-unwritable", [keys.pub])
     versions = state / "models" / "versions"
-    versions.rmdir()
+    versions.parent.mkdir(parents=True, exist_ok=True)  # the store makes its folders on first write
     versions.write_bytes(b"not a folder")
     try:
         with publishing(mosquitto_module.url, data) as publisher:

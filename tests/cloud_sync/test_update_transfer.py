@@ -32,7 +32,8 @@ def package(assets, keys) -> bytes:
 
 
 def staged_chunks(state_dir: Path) -> set[int]:
-    folders = list((state_dir / "models" / "staging").iterdir())
+    staging = state_dir / "models" / "staging"  # made by the store on the first transfer
+    folders = list(staging.iterdir()) if staging.is_dir() else []
     return {int(p.stem) for f in folders for p in f.glob("*.chunk")}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.errors import ConfigError
 from edge.package import read_package, read_package_bytes
 from edge.store import DowngradeError, ModelStore
 from tests.edge.update_packages import make_package
@@ -38,6 +39,25 @@ def install_and_activate(store: ModelStore, data: bytes):
 def test_empty_store_has_no_active_model(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     assert store.active() is None and store.active_path() is None and store.previous() == []
+
+
+def test_asking_a_fresh_store_leaves_the_folder_untouched(tmp_path: Path, packages) -> None:
+    """``edge run`` without MODEL on a wrong --state-dir only asks: no ``models/`` folders are left behind;
+    they are made on the first write."""
+    state = tmp_path / "typo"
+    store = ModelStore(state)
+    assert store.active_path() is None and store.floor("digits") == 0
+    assert store.outcome("0" * 64) is None and store.load_status() is None
+    store.staging_discard("0" * 64)
+    assert not state.exists()
+    install_and_activate(store, packages[1])  # the first write makes the folders
+    assert ModelStore(state).active().version == 1
+
+
+def test_a_state_dir_that_is_a_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"state is a file; check --state-dir"):
+        ModelStore(tmp_path / "state" / "deeper")
 
 
 def test_activation_keeps_two_previous_versions(tmp_path: Path, packages: dict[int, bytes]) -> None:
