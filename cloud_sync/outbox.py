@@ -188,6 +188,7 @@ class Outbox:
         self._write_failures = 0
         self._wake = threading.Event()
         self._idle = threading.Condition()
+        self._taken = 0  # messages off the queue but not yet counted as pending (wait_drained must see them)
         self._seq_lock = threading.Lock()
         self._stop = False
         self._publisher: Publisher | None = None
@@ -242,7 +243,7 @@ class Outbox:
         """Wait until nothing is queued, pending or in flight; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self._incoming or self._pending or self._inflight:
+            while self._incoming or self._taken or self._pending or self._inflight:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._thread is None or not self._thread.is_alive():
                     return False
@@ -396,11 +397,20 @@ class Outbox:
         rows: list[tuple[int, str, int | None, str, bytes, float]] = []
         max_seq = self._last_seq
         while self._incoming and len(rows) < self.policy.batch:
+            self._taken += 1  # before the pop: a waiter sees the message queued or taken, never neither
             kind, seq, topic, payload, created = self._incoming.popleft()
             rows.append((self._next_id, kind, seq, topic, payload, created))
             self._next_id += 1
             if seq is not None and seq > max_seq:
                 max_seq = seq
+        try:
+            self._commit_batch(rows, max_seq, flush_acks)
+        finally:
+            self._taken = 0  # now counted in _pending, or put back on the queue
+
+    def _commit_batch(
+        self, rows: list[tuple[int, str, int | None, str, bytes, float]], max_seq: int, flush_acks: bool
+    ) -> None:
         if not rows and not (flush_acks and (self._ack_rows or self._forget_rows)):
             return
         acks, forget = self._ack_rows, self._forget_rows
