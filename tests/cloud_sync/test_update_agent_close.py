@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from edge.store import StoreEntry
 from tests.cloud_sync.update_support import PackageActivator, make_keys, publishing, start_device
 from tests.edge.update_packages import make_package
@@ -36,7 +38,14 @@ def wait_until_active(device: Any, timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
-def test_close_with_settle_publishes_the_late_healthy_verdict(mosquitto, tmp_path, assets):
+@pytest.mark.parametrize(
+    ("settle", "healthy"),
+    [
+        (10.0, True),  # close(settle=): the late verdict is handled and published
+        (0.0, None),  # the contrast that shows the test can fail: without settling, nothing waits
+    ],
+)
+def test_close_settles_a_late_healthy_verdict(mosquitto, tmp_path, assets, settle, healthy):
     keys = make_keys(tmp_path / "keys")
     package = keys.sign(make_package(assets.model("digits_float32"), 1))
     device = start_device(
@@ -46,24 +55,7 @@ def test_close_with_settle_publishes_the_late_healthy_verdict(mosquitto, tmp_pat
         with publishing(mosquitto.url, package) as publisher:
             publisher.offer_devices(["dev-a"])
             wait_until_active(device)
-            device.agent.close(settle=10)
-        assert device.agent.status.state == "active" and device.agent.status.healthy is True
-    finally:
-        device.close()
-
-
-def test_close_without_settle_leaves_the_verdict_open(mosquitto, tmp_path, assets):
-    """The contrast that shows the test above can fail: without settling, the verdict is not awaited."""
-    keys = make_keys(tmp_path / "keys")
-    package = keys.sign(make_package(assets.model("digits_float32"), 1))
-    device = start_device(
-        mosquitto.url, tmp_path / "state", "dev-b", [keys.pub], activator=LateVerdictActivator()
-    )
-    try:
-        with publishing(mosquitto.url, package) as publisher:
-            publisher.offer_devices(["dev-b"])
-            wait_until_active(device)
-            device.agent.close()
-        assert device.agent.status.state == "active" and device.agent.status.healthy is None
+            device.agent.close(settle=settle)
+        assert device.agent.status.state == "active" and device.agent.status.healthy is healthy
     finally:
         device.close()
