@@ -1,20 +1,22 @@
 """The fallback backend: ``tensorflow.lite``, used only when TensorFlow happens to be installed.
 
-Importing TensorFlow costs seconds and hundreds of MB, so this module imports it only when asked.
+Importing TensorFlow costs seconds and hundreds of MB, and the device side must import without it, so
+TensorFlow is loaded by name only when this backend is actually used (never when the module is imported).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 
-def interpreter_class() -> Any:
-    import tensorflow as tf
+def _tf_lite() -> Any:
+    return importlib.import_module("tensorflow").lite
 
-    return tf.lite.Interpreter
+
+def interpreter_class() -> Any:
+    return _tf_lite().Interpreter
 
 
 def load_delegate(library: str, options: dict[str, str] | None = None) -> Any:
-    import tensorflow as tf
-
-    return tf.lite.experimental.load_delegate(library, options)
+    return _tf_lite().experimental.load_delegate(library, options)
