@@ -143,9 +143,10 @@ def labels_seen(record: dict[str, Any]) -> dict[str, float]:
     return seen
 
 
-def top_label(record: dict[str, Any]) -> tuple[str | None, float | None]:
+def top_label(seen: dict[str, float]) -> tuple[str | None, float | None]:
+    """The best-scoring (label, score) of ``labels_seen(record)``; (None, None) when empty."""
     best: tuple[str | None, float | None] = (None, None)
-    for label, score in labels_seen(record).items():
+    for label, score in seen.items():
         if best[1] is None or score > best[1]:
             best = (label, score)
     return best
@@ -195,7 +196,7 @@ class HomeAssistant:
         for label in turned_on:
             self._publish(self.discovery.presence_topic(label), "ON", 1, True)
         if send_state:
-            top, score = top_label(record)
+            top, score = top_label(seen)
             timing = record.get("timing_ms")
             latency = timing.get("total") if isinstance(timing, dict) else None
             state = {
