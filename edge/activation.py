@@ -21,7 +21,6 @@ import numpy as np
 from edge.errors import EdgeError, ModelError
 from edge.health import HealthMonitor, HealthPolicy
 from edge.manifest import Manifest
-from edge.package import read_package
 from edge.store import ModelStore, StoreEntry
 
 log = logging.getLogger(__name__)
@@ -140,8 +139,9 @@ class PipelineActivator:
         candidate = load_candidate(path, self.backend, self.threads)
         check_fits(candidate, self.pipeline.model if self.pipeline is not None else None)
         smoke_test(candidate)
-        if GOLDEN_INPUT in manifest.files:
-            golden_test(candidate, read_package(path).files)
+        package = candidate.source.package  # already read and verified by load_candidate
+        if GOLDEN_INPUT in manifest.files and package is not None:
+            golden_test(candidate, package.files)
         return candidate
 
     def activate(
