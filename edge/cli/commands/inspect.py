@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.cli import EXIT_OK
-from edge.package import LoadedModelSource, load_model_source
+
+if TYPE_CHECKING:
+    from edge.package import LoadedModelSource
 
 NAME = "inspect"
 HELP = "show a model's manifest, tensors, operators and size (any .tflite or model package)"
@@ -42,6 +44,8 @@ def describe(source: LoadedModelSource) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge.package import load_model_source
+
     source = load_model_source(args.model)
     report = describe(source)
     if args.json:
