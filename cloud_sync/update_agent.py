@@ -543,7 +543,7 @@ class UpdateAgent:
         active = _entry_json(self.store.active())
         if saved is not None:
             try:
-                status = Status.from_bytes(json.dumps(saved).encode())
+                status = Status.from_json(saved)
                 self._publish(
                     replace(status, device=self.device_id, active=active, groups=self.groups, ts=time.time()),
                     persist=False,

@@ -234,7 +234,11 @@ class Status:
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> Status:
-        data = _load(payload, "status")
+        return cls.from_json(_load(payload, "status"))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Status:
+        """A status from its decoded JSON object (``to_json()``'s shape); ``PayloadError`` when invalid."""
         state = data.get("state")
         if state not in STATES:
             raise PayloadError(f"status.state is {state!r}; expected one of {', '.join(STATES)}")
