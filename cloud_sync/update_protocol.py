@@ -244,16 +244,23 @@ class Status:
             raise PayloadError(f"status.state is {state!r}; expected one of {', '.join(STATES)}")
         active = data.get("active")
         healthy = data.get("healthy")
+        try:
+            version = int(data.get("version") or 0)
+            progress = float(data.get("progress") or 0.0)
+            groups = tuple(str(g) for g in data.get("groups") or ())
+            ts = float(data.get("ts") or 0.0)
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(f"status has a malformed version, progress, groups or ts: {exc}") from exc
         return cls(
             device=str(data.get("device", "")),
             state=str(state),
             name=str(data.get("name", "")),
-            version=int(data.get("version") or 0),
-            progress=float(data.get("progress") or 0.0),
+            version=version,
+            progress=progress,
             reason=str(data.get("reason", "")),
             sha256=str(data.get("sha256", "")),
             active=active if isinstance(active, dict) else None,
             healthy=healthy if isinstance(healthy, bool) else None,
-            groups=tuple(str(g) for g in data.get("groups") or ()),
-            ts=float(data.get("ts") or 0.0),
+            groups=groups,
+            ts=ts,
         )
