@@ -60,19 +60,11 @@ def check_fits(candidate: Any, current: Any | None) -> None:
 
 def smoke_test(candidate: Any) -> None:
     """One inference on a zero input through the task's decoder; outputs must be finite."""
-    from edge.tasks import TaskContext, get_decoder
-
     spec = candidate.input.tensor
     try:
         raw = candidate.invoke(np.zeros(spec.shape, dtype=spec.dtype))
         outputs = candidate.dequantized(raw)
-        context = TaskContext(
-            output_names=tuple(o.name for o in candidate.outputs),
-            label=candidate.label,
-            input_size=(candidate.input.width, candidate.input.height),
-            num_labels=len(candidate.labels),
-        )
-        get_decoder(candidate.task)(outputs, context)
+        candidate.decode(outputs)
     except EdgeError as exc:
         raise ModelError(f"incompatible tensors: the smoke inference failed: {exc}") from exc
     except Exception as exc:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,7 +26,11 @@ from edge.backends.edgetpu import EDGETPU_CUSTOM_OP, check_device, open_delegate
 from edge.errors import BackendError, ConfigError, InputError, ModelError
 from edge.manifest import TASKS, Manifest
 from edge.package import LoadedModelSource, load_model_source
+from edge.tasks import Decoder, TaskContext, TaskResult, get_decoder
 from edge.tflite_file import TFLiteFileInfo, read_tflite
+
+if TYPE_CHECKING:
+    from edge.preprocess import Geometry
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +286,8 @@ class Model:
         self._lock = threading.Lock()
         inputs = [_spec(d) for d in interpreter.get_input_details()]
         self.outputs = tuple(_spec(d) for d in interpreter.get_output_details())
+        self.output_names = tuple(o.name for o in self.outputs)
+        self._decoder: Decoder = get_decoder(task)
         if len(inputs) != 1:
             raise ModelError(f"{self.path} has {len(inputs)} inputs; this runtime runs models with one input")
         self.input = self._input_spec(inputs[0], mean, std)
@@ -330,6 +336,25 @@ class Model:
     def dequantized(self, raw: list[np.ndarray]) -> list[np.ndarray]:
         """Raw outputs as float32 reals, each with its own scale/zero point."""
         return [dequantize(value, spec.quant) for value, spec in zip(raw, self.outputs, strict=True)]
+
+    def decode(
+        self,
+        outputs: list[np.ndarray],
+        top_k: int = 5,
+        threshold: float = 0.0,
+        geometry: Geometry | None = None,
+    ) -> TaskResult:
+        """Dequantized outputs to the task's result (decoder resolved once, when the model loaded)."""
+        context = TaskContext(
+            output_names=self.output_names,
+            label=self.label,
+            top_k=top_k,
+            threshold=threshold,
+            geometry=geometry,
+            input_size=(self.input.width, self.input.height),
+            num_labels=len(self.labels),
+        )
+        return self._decoder(outputs, context)
 
     def warmup(self) -> None:
         """One invoke on a zero input so the first real input does not pay for lazy initialization."""

@@ -29,7 +29,7 @@ from edge.preprocess import DEFAULT_MAX_PIXELS, Geometry, check_mode, fit, load_
 from edge.sinks import Sink
 from edge.sources import InputItem
 from edge.stats import RollingStats
-from edge.tasks import TaskContext, TaskResult, get_decoder
+from edge.tasks import TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -336,16 +336,7 @@ class Pipeline:
                 start = time.perf_counter()
                 raw = model.invoke(prepared.tensor)
                 invoked = time.perf_counter()
-                context = TaskContext(
-                    output_names=tuple(o.name for o in model.outputs),
-                    label=model.label,
-                    top_k=top_k,
-                    threshold=threshold,
-                    geometry=prepared.geometry,
-                    input_size=(model.input.width, model.input.height),
-                    num_labels=len(model.labels),
-                )
-                result = get_decoder(model.task)(model.dequantized(raw), context)
+                result = model.decode(model.dequantized(raw), top_k, threshold, prepared.geometry)
                 finished = time.perf_counter()
                 invoke_ms, post_ms = (invoked - start) * 1000, (finished - invoked) * 1000
                 timing = Timing(

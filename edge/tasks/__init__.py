@@ -9,12 +9,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from edge.errors import ConfigError
-from edge.preprocess import Geometry
+
+if TYPE_CHECKING:
+    from edge.preprocess import Geometry
 
 TASK_MODULES = {"classification": "classification", "detection": "detection", "raw": "raw"}
 
