@@ -276,7 +276,8 @@ class Collector:
             with self._lock:
                 state.top = max(state.top, top)
                 state.watermark = (missing[0] - 1) if missing else top
-                persisted = [s for s in missing if s in set(state.missing)]
+                before = set(state.missing)
+                persisted = [s for s in missing if s in before]
                 state.missing = missing
             out[(state.device, state.stream)] = missing
             if persisted and self.repair and now - state.requested_at >= state.backoff_s:
