@@ -64,17 +64,17 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
 def device_options(args: argparse.Namespace) -> Any:
     """``cloud_sync.device.DeviceOptions`` from parsed arguments (validated: errors name the flag)."""
     from cloud_sync.device import DeviceOptions
-    from cloud_sync.topics import check_prefix, check_segment, default_device_id
+    from cloud_sync.topics import check_prefix, check_segment
+    from edge.cli.update_hooks import _device_id, _state_dir
 
     if args.ha_threshold > 1:
         raise ConfigError(f"--ha-threshold {args.ha_threshold} is above 1; pass a score between 0 and 1")
     if args.ha_label and not args.ha_discovery:
         raise ConfigError("--ha-label needs --ha-discovery; add --ha-discovery")
-    device_id = args.device_id or default_device_id()
     return DeviceOptions(
         broker=broker_settings(args),
-        device_id=check_segment(device_id, "device id", "--device-id"),
-        state_dir=Path(getattr(args, "state_dir", None) or default_state_dir()),
+        device_id=check_segment(_device_id(args), "device id", "--device-id"),
+        state_dir=_state_dir(args),  # the same folder as the model store's
         prefix=check_prefix(args.prefix),
         protocol=args.mqtt_version,
         telemetry_interval_s=args.telemetry_interval,
