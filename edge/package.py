@@ -85,15 +85,7 @@ def build_package_bytes(manifest: Manifest, files: dict[str, bytes], signature: 
     if MODEL_NAME not in files:
         raise PackageError(f"a package needs {MODEL_NAME}")
     entries = {name: FileEntry(sha256=sha256_hex(data), size=len(data)) for name, data in files.items()}
-    manifest_bytes = manifest.with_files(entries).to_bytes()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(_zip_info(MANIFEST_NAME), manifest_bytes)
-        for name in sorted(files):
-            archive.writestr(_zip_info(name), files[name])
-        if signature is not None:
-            archive.writestr(_zip_info(SIGNATURE_NAME), signature)
-    return buffer.getvalue()
+    return _zip_package(manifest.with_files(entries).to_bytes(), files, signature)
 
 
 def write_package(path: str | Path, manifest: Manifest, files: dict[str, bytes]) -> Manifest:
@@ -107,13 +99,18 @@ def write_package(path: str | Path, manifest: Manifest, files: dict[str, bytes])
 def add_signature(package_bytes: bytes, signature: bytes) -> bytes:
     """Return the package with ``signature.json`` set (replacing any earlier one); manifest unchanged."""
     package = read_package_bytes(package_bytes)
-    files = dict(package.files)
+    return _zip_package(package.manifest_bytes, package.files, signature)
+
+
+def _zip_package(manifest_bytes: bytes, files: dict[str, bytes], signature: bytes | None) -> bytes:
+    """The zip: manifest first, the files in name order, then the signature (when there is one)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(_zip_info(MANIFEST_NAME), package.manifest_bytes)
+        archive.writestr(_zip_info(MANIFEST_NAME), manifest_bytes)
         for name in sorted(files):
             archive.writestr(_zip_info(name), files[name])
-        archive.writestr(_zip_info(SIGNATURE_NAME), signature)
+        if signature is not None:
+            archive.writestr(_zip_info(SIGNATURE_NAME), signature)
     return buffer.getvalue()
 
 
