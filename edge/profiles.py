@@ -26,7 +26,6 @@ IO_TYPES = ("float", "int8", "uint8")
 RESIZE_MODES = ("stretch", "letterbox", "crop")
 DEVICE_PATTERN = re.compile(r"^(usb|usb:\d+|pci|pci:\d+)$")
 FLOAT_IO_MODES = ("float32", "float16", "dynamic")
-CORAL_USB_IDS = {("1a6e", "089a"), ("18d1", "9302")}
 NOT_PROFILES = ("example-",)
 
 
@@ -133,9 +132,9 @@ def explain_profile(root: Path = Path("/"), machine: str | None = None) -> tuple
     """The matching profile and why, e.g. ``("coral-usb", "Coral USB Accelerator 18d1:9302")``."""
     if (root / "dev" / "apex_0").exists():
         return "coral-dev-board", "Edge TPU on PCIe (/dev/apex_0)"
-    usb = _coral_usb_id(root)
+    usb = coral_usb_devices(root)
     if usb:
-        return "coral-usb", f"Coral USB Accelerator {usb}"
+        return "coral-usb", f"Coral USB Accelerator {usb[0]}"
     model = board_model(root)
     for prefix, name in (
         ("Raspberry Pi 5", "raspberry-pi-5"),
@@ -169,13 +168,17 @@ def board_model(root: Path = Path("/")) -> str:
     return ""
 
 
-def _coral_usb_id(root: Path) -> str:
+def coral_usb_devices(root: Path = Path("/")) -> list[str]:
+    """``vendor:product`` of each Coral USB Accelerator plugged in (``edge.backends.edgetpu.USB_IDS``)."""
+    from edge.backends.edgetpu import USB_IDS
+
+    found = []
     for folder in sorted((root / "sys/bus/usb/devices").glob("*")):
         try:
             vendor = (folder / "idVendor").read_text().strip().lower()
             product = (folder / "idProduct").read_text().strip().lower()
         except OSError:
             continue
-        if (vendor, product) in CORAL_USB_IDS:
-            return f"{vendor}:{product}"
-    return ""
+        if (vendor, product) in USB_IDS:
+            found.append(f"{vendor}:{product}")
+    return found

@@ -82,20 +82,11 @@ def cpu_report(root: Path = Path("/")) -> dict[str, Any]:
 
 
 def edgetpu_report(root: Path = Path("/")) -> dict[str, Any]:
-    from edge.backends.edgetpu import USB_IDS, library_name
+    from edge.backends.edgetpu import library_name
+    from edge.profiles import coral_usb_devices
 
     pci = sorted(str(p) for p in (root / "dev").glob("apex_*"))
-    usb = []
-    for folder in sorted((root / "sys/bus/usb/devices").glob("*")):
-        try:
-            ids = (
-                (folder / "idVendor").read_text().strip().lower(),
-                (folder / "idProduct").read_text().strip().lower(),
-            )
-        except OSError:
-            continue
-        if ids in USB_IDS:
-            usb.append(f"{ids[0]}:{ids[1]}")
+    usb = coral_usb_devices(root)
     library = library_name()
     try:
         ctypes.CDLL(library)
