@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge.cli.broker_options import MQTT_VERSIONS
 from edge.errors import ConfigError
 from edge.profiles import BACKENDS, DEVICE_PATTERN, RESIZE_MODES, list_profiles, load_profile
 
 TASKS = ("classification", "detection", "raw")
 NO_PROFILE = "none"  # `edge run --profile none`: no profile at all
-MQTT_VERSIONS = ("5", "3.1.1")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PREFIX_PATTERN = re.compile(r"^[^+#/\s]+(/[^+#/\s]+)*$")
 
