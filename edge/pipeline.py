@@ -364,7 +364,10 @@ class Pipeline:
             image_size=prepared.image_size,
             time=_now(),
         )
-        self._stats.record(timing.to_json(), failed=error is not None)
+        self._stats.record(
+            (timing.decode, timing.preprocess, timing.invoke, timing.postprocess, timing.total),
+            failed=error is not None,
+        )
         self._emit(outcome)
         return outcome
 

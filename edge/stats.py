@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,16 +24,17 @@ class RollingStats:
         self.errors = 0
         self._started = time.monotonic()
 
-    def record(self, timing_ms: dict[str, float], failed: bool = False) -> None:
+    def record(self, timing_ms: Sequence[float], failed: bool = False) -> None:
+        """One inference: its per-stage milliseconds in ``STAGES`` order (not kept when it failed)."""
+        now = time.monotonic()
         with self._lock:
             self.count += 1
-            self._finished.append(time.monotonic())
+            self._finished.append(now)
             if failed:
                 self.errors += 1
                 return
-            for stage, value in timing_ms.items():
-                if stage in self._samples:
-                    self._samples[stage].append(value)
+            for samples, value in zip(self._samples.values(), timing_ms, strict=True):
+                samples.append(value)
 
     def snapshot(self) -> dict[str, Any]:
         """``{"count", "errors", "fps", "<stage>": {"p50", "p95", "p99", "mean", "n"}}``, milliseconds."""
