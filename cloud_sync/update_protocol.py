@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cloud_sync.errors import PayloadError
+from cloud_sync.messages import dumps
 from cloud_sync.topics import is_topic_part
 from edge.package import SHA256_HEX
 
@@ -133,7 +134,7 @@ class Offer:
         return data
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode("utf-8")
+        return dumps(self.to_json())
 
     @classmethod
     def from_bytes(cls, payload: bytes, max_size: int) -> Offer:
@@ -189,7 +190,7 @@ class ChunkRequest:
         data: dict[str, Any] = {"sha256": self.sha256, "chunks": list(self.chunks)}
         if self.group:
             data["group"] = self.group
-        return json.dumps(data).encode("utf-8")
+        return dumps(data)
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> ChunkRequest:
@@ -230,7 +231,7 @@ class Status:
         return data
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode("utf-8")
+        return dumps(self.to_json())
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> Status:
