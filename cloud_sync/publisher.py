@@ -126,6 +126,7 @@ class Publisher:
         self.data = package_bytes
         self.prefix = prefix
         self.offer = offer or make_offer(package_bytes, chunk_size)
+        self._offer_payload = self.offer.to_bytes()  # one encoding for every device, group and reconnect
         self.rate = rate
         self.served: dict[str, dict[int, int]] = {}
         self.require_healthy = require_healthy
@@ -157,7 +158,7 @@ class Publisher:
     def _republish_offers(self) -> None:
         # A broker killed with SIGKILL may lose retained messages: offer again after every reconnect.
         for topic in sorted(self._offer_topics):
-            self.transport.publish(topic, self.offer.to_bytes(), qos=1, retain=True)
+            self.transport.publish(topic, self._offer_payload, qos=1, retain=True)
 
     def close(self, withdraw: bool = False) -> None:
         if withdraw:
@@ -181,7 +182,7 @@ class Publisher:
 
     def _publish_offer(self, topic: str) -> None:
         self._offer_topics.add(topic)
-        self.transport.publish(topic, self.offer.to_bytes(), qos=1, retain=True)
+        self.transport.publish(topic, self._offer_payload, qos=1, retain=True)
 
     def withdraw(self, devices: Iterable[str]) -> None:
         for device in devices:
