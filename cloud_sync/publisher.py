@@ -357,6 +357,10 @@ class Publisher:
                 for device in rest:
                     self.rollout.devices.setdefault(device, DeviceProgress(device, detail="not offered"))
                 return self.rollout
+        return self._time_out_pending(devices)
+
+    def _time_out_pending(self, devices: Iterable[str]) -> Rollout:
+        """Mark the devices that never finished as failed (timed out); the rollout."""
         for device in devices:
             progress = self.rollout.devices[device]
             if progress.result == PENDING:
@@ -406,9 +410,4 @@ class Publisher:
             self.transport.publish(group_offer_topic(self.prefix, group), b"", qos=1, retain=True)
             self._offer_topics.discard(group_offer_topic(self.prefix, group))
             self.rollout.aborted = f"{self.rollout.failures()} failures; group offer withdrawn"
-        for device in members:
-            progress = self.rollout.devices[device]
-            if progress.result == PENDING:
-                progress.result = FAILED
-                progress.detail = f"timed out ({progress.detail or 'no answer'})"
-        return self.rollout
+        return self._time_out_pending(members)
