@@ -41,6 +41,7 @@ from edge.package import (
     manifest_json_for_embedding,
     write_package,
 )
+from edge.profiles import CONVERT_MODES, IO_TYPES
 from edge.tflite_file import TensorInfo, TFLiteFileInfo, read_tflite
 
 log = logging.getLogger(__name__)
@@ -209,10 +210,10 @@ def choose_version(folder: Path, name: str, requested: int | None) -> int:
 
 
 def _check_options(o: ConvertOptions) -> None:
-    if o.mode not in modes.MODES:
-        raise ConverterError(f"--mode {o.mode!r} is not known; choose one of {', '.join(modes.MODES)}")
-    if o.io_type not in modes.IO_TYPES:
-        raise ConverterError(f"--io {o.io_type!r} is not known; choose one of {', '.join(modes.IO_TYPES)}")
+    if o.mode not in CONVERT_MODES:
+        raise ConverterError(f"--mode {o.mode!r} is not known; choose one of {', '.join(CONVERT_MODES)}")
+    if o.io_type not in IO_TYPES:
+        raise ConverterError(f"--io {o.io_type!r} is not known; choose one of {', '.join(IO_TYPES)}")
     if o.task not in TASKS:
         raise ConverterError(f"--task {o.task!r} is not known; choose one of {', '.join(TASKS)}")
     if o.calib_samples < 1:

@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from converter.errors import ConverterError, QuantizationError, SourceModelError
+from edge.profiles import CONVERT_MODES
 from edge.progress import Progress
 
 log = logging.getLogger(__name__)
 
-MODES = ("float32", "float16", "dynamic", "int8", "edgetpu")
-IO_TYPES = ("float", "int8", "uint8")
 FULL_INTEGER_MODES = ("int8", "edgetpu")
 
 
@@ -60,7 +59,7 @@ def convert_saved_model(
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
     elif mode != "float32":
-        raise ConverterError(f"--mode {mode!r} is not known; choose one of {', '.join(MODES)}")
+        raise ConverterError(f"--mode {mode!r} is not known; choose one of {', '.join(CONVERT_MODES)}")
     try:
         return bytes(converter.convert())
     except Exception as exc:  # the TF converter raises ConverterError, RuntimeError, ValueError

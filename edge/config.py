@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 from edge.cli.broker_options import MQTT_VERSIONS
 from edge.errors import ConfigError
+from edge.manifest import TASKS
 from edge.profiles import BACKENDS, DEVICE_PATTERN, RESIZE_MODES, list_profiles, load_profile
 
-TASKS = ("classification", "detection", "raw")
 NO_PROFILE = "none"  # `edge run --profile none`: no profile at all
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PREFIX_PATTERN = re.compile(r"^[^+#/\s]+(/[^+#/\s]+)*$")
