@@ -98,7 +98,11 @@ def write_package(path: str | Path, manifest: Manifest, files: dict[str, bytes])
 
 def add_signature(package_bytes: bytes, signature: bytes) -> bytes:
     """Return the package with ``signature.json`` set (replacing any earlier one); manifest unchanged."""
-    package = read_package_bytes(package_bytes)
+    return with_signature(read_package_bytes(package_bytes), signature)
+
+
+def with_signature(package: ModelPackage, signature: bytes) -> bytes:
+    """The bytes of an already read and verified ``package`` with ``signature.json`` set."""
     return _zip_package(package.manifest_bytes, package.files, signature)
 
 

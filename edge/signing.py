@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edge.errors import ConfigError, PackageError
 from edge.fsutil import atomic_write_bytes
-from edge.package import add_signature, read_package_bytes
+from edge.package import read_package_bytes, with_signature
 
 ALGORITHM = "ed25519"
 PRIVATE_KEY_NAME = "signing.key"
@@ -118,8 +118,8 @@ def sign_manifest(manifest_bytes: bytes, private_key: Ed25519PrivateKey) -> byte
 
 def sign_package(package_bytes: bytes, private_key: Ed25519PrivateKey) -> bytes:
     """The package with ``signature.json`` over its manifest (replacing any earlier signature)."""
-    package = read_package_bytes(package_bytes)
-    return add_signature(package_bytes, sign_manifest(package.manifest_bytes, private_key))
+    package = read_package_bytes(package_bytes)  # read and verified once, then re-zipped with the signature
+    return with_signature(package, sign_manifest(package.manifest_bytes, private_key))
 
 
 @dataclass(frozen=True, slots=True)
