@@ -2,7 +2,7 @@
 
 A profile is one TOML file in ``devices/`` (documented in ``devices/README.md``). The package reaches that
 folder through ``edge/_devices``, a symlink to ``../devices`` that setuptools copies into a wheel as
-package data (``MANIFEST.in`` grafts it); ``EDGE_PROFILES_DIR`` points elsewhere. ``suggest_profile()``
+package data (``MANIFEST.in`` grafts it); ``EDGE_PROFILES_DIR`` points elsewhere. ``explain_profile()``
 picks one from the device tree model, ``/proc/cpuinfo``, the CPU architecture and Edge TPU presence.
 """
 
@@ -123,13 +123,11 @@ def _profile_from(name: str, data: dict[str, Any], path: Path) -> Profile:
     return Profile(name=name, **data)
 
 
-def suggest_profile(root: Path = Path("/"), machine: str | None = None) -> str:
-    """The profile that matches this machine (``root`` and ``machine`` are for tests)."""
-    return explain_profile(root, machine)[0]
-
-
 def explain_profile(root: Path = Path("/"), machine: str | None = None) -> tuple[str, str]:
-    """The matching profile and why, e.g. ``("coral-usb", "Coral USB Accelerator 18d1:9302")``."""
+    """The profile that matches this machine and why, e.g. ``("coral-usb", "Coral USB Accelerator 18d1:9302")``.
+
+    ``root`` and ``machine`` are for tests.
+    """
     if (root / "dev" / "apex_0").exists():
         return "coral-dev-board", "Edge TPU on PCIe (/dev/apex_0)"
     usb = coral_usb_devices(root)

@@ -1,4 +1,4 @@
-"""Device profiles: every shipped profile loads and is consistent; suggest_profile reads the machine."""
+"""Device profiles: every shipped profile loads and is consistent; explain_profile reads the machine."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from edge.profiles import (
     list_profiles,
     load_profile,
     profiles_dir,
-    suggest_profile,
 )
 
 SHIPPED = [
@@ -176,17 +175,17 @@ def _machine(
         ("x86_64", {"usb": ("18d1", "9302")}, "coral-usb"),
     ],
 )
-def test_suggest_profile_reads_the_board_the_cpu_and_edge_tpus(
+def test_explain_profile_reads_the_board_the_cpu_and_edge_tpus(
     tmp_path: Path, machine: str, setup: dict, expected: str
 ) -> None:
     root = _machine(tmp_path, **setup)
-    assert suggest_profile(root, machine) == expected
+    assert explain_profile(root, machine)[0] == expected
     name, why = explain_profile(root, machine)
     assert name == expected and why
 
 
-def test_suggest_profile_on_this_machine_names_a_shipped_profile() -> None:
-    assert suggest_profile() in SHIPPED
+def test_explain_profile_on_this_machine_names_a_shipped_profile() -> None:
+    assert explain_profile()[0] in SHIPPED
 
 
 def test_edge_config_profiles_lists_each_profile_with_its_conversion(
