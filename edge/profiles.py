@@ -124,7 +124,7 @@ def _profile_from(name: str, data: dict[str, Any], path: Path) -> Profile:
 
 
 def explain_profile(root: Path = Path("/"), machine: str | None = None) -> tuple[str, str]:
-    """The profile that matches this machine and why, e.g. ``("coral-usb", "Coral USB Accelerator 18d1:9302")``.
+    """The profile that matches this machine and why, e.g. ("coral-usb", "Coral USB Accelerator 18d1:9302").
 
     ``root`` and ``machine`` are for tests.
     """
