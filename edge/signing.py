@@ -19,7 +19,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,8 +176,3 @@ def _read_key_file(path: str | Path, what: str) -> bytes:
         raise ConfigError(f"{what} file not found: {path}; check the path or run 'edge keygen'") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from exc
-
-
-def private_key_mode_ok(path: str | Path) -> bool:
-    """True when the private key file is readable by its owner only."""
-    return (os.stat(path).st_mode & 0o077) == 0
