@@ -48,11 +48,6 @@ class TensorInfo:
     def is_quantized(self) -> bool:
         return bool(self.scale) and any(s != 0.0 for s in self.scale)
 
-    @property
-    def is_dynamic(self) -> bool:
-        """True when any dimension (other than batch) is unknown (-1) in the signature."""
-        return any(d < 0 for d in self.shape_signature[1:])
-
     def to_json(self) -> dict[str, object]:
         return {
             "index": self.index,
@@ -109,12 +104,6 @@ class _Reader:
     def __init__(self, data: bytes) -> None:
         self.data = data
 
-    def u8(self, pos: int) -> int:
-        return self.data[pos]
-
-    def i8(self, pos: int) -> int:
-        return int(struct.unpack_from("<b", self.data, pos)[0])
-
     def u16(self, pos: int) -> int:
         return int(struct.unpack_from("<H", self.data, pos)[0])
 
@@ -123,9 +112,6 @@ class _Reader:
 
     def u32(self, pos: int) -> int:
         return int(struct.unpack_from("<I", self.data, pos)[0])
-
-    def u64(self, pos: int) -> int:
-        return int(struct.unpack_from("<Q", self.data, pos)[0])
 
     def field(self, table: int, slot: int) -> int:
         """Absolute position of a field in a table, or 0 when absent."""
