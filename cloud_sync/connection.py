@@ -182,7 +182,6 @@ class MqttConnection:
         self._pending: dict[int, Delivery] = {}
         self._early: dict[int, tuple[bool, str]] = {}
         self._connect_listeners: list[Callable[[], None]] = []
-        self._disconnect_listeners: list[Callable[[], None]] = []
         self._connected = threading.Event()
         self._first_result = threading.Event()
         self._first_error: str | None = None
@@ -239,9 +238,6 @@ class MqttConnection:
         self._connect_listeners.append(callback)
         if self.connected:
             callback()
-
-    def add_disconnect_listener(self, callback: Callable[[], None]) -> None:
-        self._disconnect_listeners.append(callback)
 
     def start(self, *, require: bool = True) -> MqttConnection:
         """Connect and start the network thread.
@@ -357,12 +353,6 @@ class MqttConnection:
         if self.connected:
             self._client.unsubscribe(topic_filter)
 
-    def publish_status(self, state: str = "online") -> Delivery:
-        """Re-publish the retained status (e.g. with a newer ``seq`` from ``status_extra``)."""
-        if not self.status_topic:
-            raise BrokerError("this connection has no status topic")
-        return self.publish(self.status_topic, self._status_payload(state), qos=1, retain=True)
-
     # ----------------------------------------------------------------- paho callbacks (network thread)
 
     def _status_payload(self, state: str, *, extra: bool = True) -> str:
@@ -419,11 +409,6 @@ class MqttConnection:
             return
         if was_connected and not self._closed:
             log.warning("lost the connection to %s (%s); reconnecting", self.settings.url, rc)
-            for callback in list(self._disconnect_listeners):
-                try:
-                    callback()
-                except Exception:
-                    log.exception("disconnect listener failed")
 
     def _explain_early_disconnect(self, detail: str) -> str:
         where = self.settings.url
