@@ -29,7 +29,6 @@ from cloud_sync.update_protocol import (
     Offer,
     Status,
     check_topic_part,
-    chunk_topic,
     group_offer_topic,
     offer_topic,
     parse_chunk_topic,
@@ -567,9 +566,6 @@ class UpdateAgent:
             persist=False,
             healthy=True if active else None,
         )
-
-    def chunk_topic_for(self, sha256: str, index: int) -> str:
-        return chunk_topic(self.prefix, self.device_id, sha256, index)
 
 
 def _is_active(active: StoreEntry | None, offer: Offer) -> bool:
