@@ -57,14 +57,13 @@ def min_score(context: TaskContext) -> float:
 
 
 def decode(outputs: list[np.ndarray], context: TaskContext) -> DetectionResult:
-    shapes = [list(o.shape) for o in outputs]
     if len(outputs) == 1 and outputs[0].ndim == 3:
         return decode_yolo(outputs[0], context)
     if 3 <= len(outputs) <= 4:
         return decode_ssd(outputs, context)
     raise ModelError(
         f"detection expects SSD-style outputs (boxes, classes, scores, count) or one YOLO-style (1, 4+C, N) "
-        f"output, got shapes {shapes}; try --task raw"
+        f"output, got shapes {[list(o.shape) for o in outputs]}; try --task raw"
     )
 
 
@@ -118,8 +117,8 @@ def decode_ssd(outputs: list[np.ndarray], context: TaskContext) -> DetectionResu
     count = (
         len(scores) if ni is None else int(np.clip(round(float(outputs[ni].reshape(-1)[0])), 0, len(scores)))
     )
-    keep = [i for i in range(count) if scores[i] >= min_score(context)]
-    keep.sort(key=lambda i: -scores[i])
+    floor = min_score(context)
+    keep = sorted((i for i in range(count) if scores[i] >= floor), key=lambda i: -scores[i])
     width, height = context.input_size
     normalized = boxes.size == 0 or float(np.abs(boxes).max()) <= 1.5
     objects = []
