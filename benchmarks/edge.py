@@ -58,10 +58,10 @@ def mobilenet_int8() -> Path:
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
         data = converter.convert()
+    from edge.fsutil import atomic_write_bytes
+
     CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
     return path
 
 
