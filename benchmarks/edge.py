@@ -166,9 +166,9 @@ def _first_line_seconds(command: list[str]) -> float:
 PEAK_WRAPPER = """
 import sys
 from edge.cli import main
+from edge.cli.commands.bench import peak_rss_mb
 code = main(sys.argv[1:])
-hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
-print("VMHWM_KB", hwm, file=sys.stderr)
+print("PEAK_RSS_MB", peak_rss_mb(), file=sys.stderr)
 """
 
 
@@ -178,8 +178,8 @@ def peak_rss_mb(args: list[str]) -> float:
         [sys.executable, "-c", PEAK_WRAPPER, *args], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     for line in done.stderr.splitlines():
-        if line.startswith("VMHWM_KB"):
-            return int(line.split()[1]) / 1024
+        if line.startswith("PEAK_RSS_MB"):
+            return float(line.split()[1])
     raise RuntimeError(f"edge {' '.join(args)} failed: {done.stderr.strip()[-300:]}")
 
 
