@@ -24,7 +24,7 @@ from cloud_sync.commands import ranges
 from cloud_sync.connection import Message, MqttConnection
 from cloud_sync.errors import PayloadError
 from cloud_sync.messages import decode_json, dumps, validate_result, validate_telemetry
-from cloud_sync.store import Row, _SqlStore, missing_seqs
+from cloud_sync.store import ResultStore, Row, missing_seqs
 from cloud_sync.topics import FleetTopics, shared
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Collector:
     def __init__(
         self,
         connection: MqttConnection,
-        store: _SqlStore,
+        store: ResultStore,
         *,
         prefix: str = "edge",
         share: str | None = None,
@@ -306,7 +306,7 @@ class Collector:
         return {"devices": store_report(self.store, tops), **counters, "online": dict(self.devices_online)}
 
 
-def store_report(store: _SqlStore, tops: dict[tuple[str, str], int] | None = None) -> dict[str, Any]:
+def store_report(store: ResultStore, tops: dict[tuple[str, str], int] | None = None) -> dict[str, Any]:
     """Per device and stream: results stored, highest seq, missing and lost ranges (from the store)."""
     tops = dict(tops or {})
     for key in store.streams():
