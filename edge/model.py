@@ -206,16 +206,11 @@ def _layout(shape: tuple[int, ...]) -> tuple[str, int, int, int]:
     return "other", 0, 0, 0
 
 
-def _per_channel(
-    values: Sequence[float] | float | None, channels: int, what: str
-) -> tuple[float, ...] | None:
+def _per_channel(values: Sequence[float] | float | None, what: str) -> tuple[float, ...] | None:
+    """A mean/std given as one number or a sequence, as floats; fitted to the channels by _fit_channels."""
     if values is None:
         return None
     items = (float(values),) if isinstance(values, int | float) else tuple(float(v) for v in values)
-    if len(items) == 1:
-        items = items * max(channels, 1)
-    if channels and len(items) != channels:
-        raise ConfigError(f"--{what} has {len(items)} values but the model input has {channels} channels")
     if what == "std" and any(v == 0 for v in items):
         raise ConfigError(f"--std {list(items)} contains 0; std must be non-zero")
     return items
@@ -299,12 +294,10 @@ class Model:
         layout, height, width, channels = _layout(tensor.shape)
         manifest_spec = self.manifest.inputs[0] if self.manifest and self.manifest.inputs else None
         n = max(channels, 1)
-        if mean is None:
-            mean = (
-                _per_channel(manifest_spec.mean, n, "mean") if manifest_spec and manifest_spec.mean else None
-            )
-        if std is None:
-            std = _per_channel(manifest_spec.std, n, "std") if manifest_spec and manifest_spec.std else None
+        if mean is None and manifest_spec and manifest_spec.mean:
+            mean = _per_channel(manifest_spec.mean, "mean")
+        if std is None and manifest_spec and manifest_spec.std:
+            std = _per_channel(manifest_spec.std, "std")
         mean = _fit_channels(mean or (0.0,), n, "mean")
         std = _fit_channels(std or (1.0,), n, "std")
         return InputSpec(
@@ -437,8 +430,8 @@ def load_model(
         chosen,
         resolved_task,
         tuple(model_labels),
-        _per_channel(mean, 0, "mean"),
-        _per_channel(std, 0, "std"),
+        _per_channel(mean, "mean"),
+        _per_channel(std, "std"),
         threads,
         accelerator,
     )
