@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from edge import model as edge_model
+
 LATENCY_THREADS = 1
 
 
@@ -79,20 +81,21 @@ def _output_keys(interpreter: Any) -> dict[str, dict[str, Any]]:
 
 
 def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float model-space values as the input tensor takes them (``edge.model.quantize``, per-channel too)."""
     dtype = np.dtype(detail["dtype"])
     if dtype.kind == "f":
         return x.astype(dtype)
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(dtype)
-    q = np.round(x / scale) + zero_point if scale else np.round(x)
-    return np.clip(q, info.min, info.max).astype(dtype)
+    quant = edge_model.quant_of(detail)
+    if quant is None:  # an integer input without quantization parameters: the values as they are
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(x), info.min, info.max).astype(dtype)
+    return edge_model.quantize(x, quant, dtype)
 
 
 def dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if np.dtype(detail["dtype"]).kind == "f" or not scale:
-        return q.astype(np.float32)
-    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    """An output tensor as float32 reals (``edge.model.dequantize``, per-channel too)."""
+    float_tensor = np.dtype(detail["dtype"]).kind == "f"
+    return edge_model.dequantize(q, None if float_tensor else edge_model.quant_of(detail))
 
 
 def compare(
