@@ -15,7 +15,7 @@ import ctypes
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,10 +88,28 @@ class InputSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     fast_uint8: bool
+    # (a, b) of q = pixel * a + b for a per-tensor quantized integer input, derived once from the fields
+    # above so the per-frame path does not rebuild it; None otherwise
+    affine: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "affine", _fused_affine(self.tensor, self.mean, self.std))
 
     @property
     def is_image(self) -> bool:
         return self.layout in ("NHWC", "NCHW")
+
+
+def _fused_affine(
+    tensor: TensorSpec, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    quant = tensor.quant
+    if quant is None or quant.per_channel or not np.issubdtype(tensor.dtype, np.integer):
+        return None
+    scaled_std = np.asarray(std, np.float32) * np.float32(quant.scale[0])
+    a = np.float32(1.0) / scaled_std
+    b = np.float32(quant.zero_point[0]) - np.asarray(mean, np.float32) / scaled_std
+    return a, b
 
 
 # ------------------------------------------------------------------------------------------ pure functions
@@ -175,12 +193,9 @@ def to_input_tensor(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
             )
     if spec.fast_uint8 and array.dtype == np.uint8:
         return np.ascontiguousarray(array)
-    quant = tensor.quant
-    if quant is not None and not quant.per_channel and np.issubdtype(tensor.dtype, np.integer):
+    if spec.affine is not None:
         # one fused affine pass in float32: q = pixel * a + b
-        std = np.asarray(spec.std, np.float32) * np.float32(quant.scale[0])
-        a = np.float32(1.0) / std
-        b = np.float32(quant.zero_point[0]) - np.asarray(spec.mean, np.float32) / std
+        a, b = spec.affine
         info = np.iinfo(tensor.dtype)
         fused = np.rint(array.astype(np.float32) * a + b)
         return np.clip(fused, info.min, info.max).astype(tensor.dtype)
