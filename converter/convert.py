@@ -27,6 +27,7 @@ from converter.data import Samples, load_samples
 from converter.edgetpu import compile_for_edgetpu
 from converter.errors import CalibrationError, ConverterError, QuantizationError, ValidationError
 from converter.metadata import embed_manifest
+from converter.preprocess import normalize
 from converter.report import compare, golden_pair, latency_summary, run_tflite
 from converter.source import SourceModel, load_source
 from edge.activation import GOLDEN_INPUT, GOLDEN_OUTPUT
@@ -295,7 +296,7 @@ def _samples(
         return calib, evaluation, notes
     rng = np.random.default_rng(0)
     pixels = rng.uniform(0.0, 255.0, size=(RANDOM_SAMPLES, *sample_shape)).astype(np.float32)
-    x = ((pixels - np.asarray(o.mean, np.float32)) / np.asarray(o.std, np.float32)).astype(np.float32)
+    x = normalize(pixels, o.mean, o.std)
     notes.append(
         "no --eval or --calib given: compared on random inputs (pixels uniform in 0..255, normalized with "
         "--mean/--std); agreement and error only, no accuracy; pass --eval for a meaningful report"
