@@ -1,0 +1,249 @@
+"""What every source shares: the input item, the lazily converted frame, source states and URL masking.
+
+A source yields ``InputItem``s. Files, the watch folder and snapshots carry a path or bytes that the pipeline
+decodes; live sources (streams, cameras, video files) carry a ``FrameImage``: a frame already decoded by the
+source, converted to RGB only at the size the model needs and only when it is inferred. An item that could not
+be fetched carries ``error`` and becomes a failed result for that input only.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# The life of a source: connecting -> streaming -> stalled/down -> connecting ...; finished at end of input.
+CONNECTING, STREAMING, STALLED, DOWN, FINISHED = "connecting", "streaming", "stalled", "down", "finished"
+STATES = (CONNECTING, STREAMING, STALLED, DOWN, FINISHED)
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SECRET_QUERY_KEYS = re.compile(r"pass|pwd|token|key|auth|secret|user|sig", re.IGNORECASE)
+
+
+@runtime_checkable
+class FrameImage(Protocol):
+    """A decoded frame; pixels are produced at the size asked for, so frames never inferred cost no copy."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The full (width, height) of the frame as captured."""
+        ...
+
+    def to_array(self, width: int, height: int) -> np.ndarray:
+        """RGB uint8 pixels, shape (height, width, 3), scaled from the full frame."""
+        ...
+
+    def grey(self, width: int, height: int) -> np.ndarray:
+        """Luma uint8 pixels, shape (height, width): the cheap picture the motion gate compares."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class InputItem:
+    """One input: its display name and a path, bytes or frame, or the error that kept it from being read.
+
+    ``source`` names the source it came from, ``frame`` is its index within that source (from 0),
+    ``captured_at`` the wall-clock Unix time it was captured and ``captured_mono`` the same moment on
+    ``time.perf_counter`` (for the capture-to-result latency).
+    """
+
+    name: str
+    payload: Path | bytes | FrameImage | np.ndarray | None = None
+    error: str | None = None
+    source: str | None = None
+    frame: int | None = None
+    captured_at: float | None = None
+    captured_mono: float | None = None
+
+
+def captured(item: InputItem, source: str, frame: int) -> InputItem:
+    """``item`` stamped as frame ``frame`` of ``source``, captured now (when the item has no stamp yet)."""
+    if item.captured_at is not None:
+        return replace(item, source=source, frame=frame)
+    now, mono = time.time(), time.perf_counter()
+    return replace(item, source=source, frame=frame, captured_at=now, captured_mono=mono)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """Where a source stands: ``state`` (one of ``STATES``), why (``reason``), since when (Unix time)."""
+
+    name: str
+    kind: str
+    state: str
+    reason: str | None = None
+    since: float = 0.0
+    target: str = ""  # the file, device or URL, credentials masked
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.name,
+            "kind": self.kind,
+            "state": self.state,
+            "reason": self.reason,
+            "since": round(self.since, 3),
+            "target": self.target,
+        }
+
+
+@dataclass(slots=True)
+class SourceCounters:
+    """Per-source counts: frames captured, frames dropped for a newer one, frames the motion gate skipped,
+    frames the ``--fps`` cap passed over, inputs handed to inference, and reconnects."""
+
+    captured: int = 0
+    skipped: int = 0
+    motion_skipped: int = 0
+    rate_skipped: int = 0
+    inferred: int = 0
+    reconnects: int = 0
+    errors: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "captured": self.captured,
+            "skipped": self.skipped,
+            "motion_skipped": self.motion_skipped,
+            "rate_skipped": self.rate_skipped,
+            "inferred": self.inferred,
+            "reconnects": self.reconnects,
+            "errors": self.errors,
+        }
+
+
+StateListener = Callable[[SourceState], None]
+
+
+class SourceBoard:
+    """The states and counters of every source of one run; listeners hear each state change.
+
+    Thread-safe: capture threads report, the MQTT side listens and reads snapshots for telemetry.
+    A listener that raises is logged by the caller's logger and does not stop the others.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, SourceState] = {}
+        self._counters: dict[str, SourceCounters] = {}
+        self._listeners: list[StateListener] = []
+
+    def add(self, name: str, kind: str, target: str) -> None:
+        with self._lock:
+            self._states[name] = SourceState(name, kind, CONNECTING, None, time.time(), target)
+            self._counters[name] = SourceCounters()
+
+    def subscribe(self, listener: StateListener) -> None:
+        """Call ``listener(state)`` on every change from now on (and once now for each known source)."""
+        with self._lock:
+            self._listeners.append(listener)
+            current = list(self._states.values())
+        for state in current:
+            _call(listener, state)
+
+    def set_state(self, name: str, state: str, reason: str | None = None) -> SourceState:
+        """Record a new state; listeners are told only when state or reason changed."""
+        with self._lock:
+            old = self._states[name]
+            if old.state == state and old.reason == reason:
+                return old
+            new = replace(old, state=state, reason=reason, since=time.time())
+            self._states[name] = new
+            listeners = list(self._listeners)
+        for listener in listeners:
+            _call(listener, new)
+        return new
+
+    def count(self, name: str, field: str, n: int = 1) -> None:
+        with self._lock:
+            counters = self._counters[name]
+            setattr(counters, field, getattr(counters, field) + n)
+
+    def state(self, name: str) -> SourceState:
+        with self._lock:
+            return self._states[name]
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._states)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """``{name: {state fields..., counter fields...}}`` for telemetry and the log."""
+        with self._lock:
+            return {
+                name: {**state.to_json(), **self._counters[name].to_json()}
+                for name, state in self._states.items()
+            }
+
+
+def _call(listener: StateListener, state: SourceState) -> None:
+    import logging
+
+    try:
+        listener(state)
+    except Exception:  # a broken listener must not stop a capture thread
+        logging.getLogger(__name__).warning("source state listener %r failed", listener, exc_info=True)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its user name, password and secret-looking query values replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.scheme or not parts.netloc:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def mask_in(text: str, url: str) -> str:
+    """``text`` (an error message, say) with every occurrence of ``url`` and its password masked."""
+    masked = mask_url(url)
+    text = text.replace(url, masked)
+    password = urlsplit(url).password if "://" in url else None
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+def source_name_for(target: str | Path) -> str:
+    """A default source name from what it reads: a host, a device, a file stem (``[A-Za-z0-9_.-]``)."""
+    text = str(target)
+    if text.startswith("picamera:"):
+        base = "picamera" + text.split(":", 1)[1]
+    elif text.startswith("/dev/"):
+        base = Path(text).name
+    elif "://" in text:
+        parts = urlsplit(text)
+        base = parts.hostname or parts.scheme
+        path = parts.path.strip("/").split("/")[-1] if parts.path.strip("/") else ""
+        if path:
+            base = f"{base}-{Path(path).stem}"
+    else:
+        base = Path(text).stem or Path(text).name
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.") or "source"
+    return cleaned[:64]
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """``names`` with repeats made unique by a ``-2``, ``-3``... suffix."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        count = seen.get(name, 0) + 1
+        seen[name] = count
+        out.append(name if count == 1 else f"{name}-{count}")
+    return out
