@@ -1,5 +1,5 @@
 """The device side of MQTT sync, composed: connection, durable outbox, result sink, telemetry, commands,
-Home Assistant discovery. ``DeviceSync.sinks`` receive every result record of the pipeline.
+source states, Home Assistant discovery. ``DeviceSync.sinks`` receive every result record of the pipeline.
 """
 
 from __future__ import annotations
@@ -10,18 +10,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloud_sync.commands import Commands
-from cloud_sync.connection import BrokerSettings, MqttConnection, client_id_for
+from cloud_sync.connection import BrokerSettings, Delivery, MqttConnection, client_id_for
 from cloud_sync.homeassistant import BIRTH_TOPIC, Discovery, HomeAssistant
 from cloud_sync.messages import build_result, dumps
 from cloud_sync.outbox import Outbox, OutboxPolicy
 from cloud_sync.telemetry import build_telemetry
-from cloud_sync.topics import DeviceTopics
+from cloud_sync.topics import DeviceTopics, is_topic_part
+
+if TYPE_CHECKING:
+    from edge.sources.base import SourceBoard, SourceState
 
 log = logging.getLogger(__name__)
 TICK_S = 0.2
+SOURCE_MIN_INTERVAL_S = 0.5  # per source: a flapping camera costs at most 2 messages a second
+INFLIGHT_TIMEOUT_S = 10.0  # connected this long without a PUBACK: stop waiting for it
 
 
 @dataclass(frozen=True)
@@ -56,15 +61,197 @@ class MqttSink:
         """Closing the session (not the sink) flushes; see ``DeviceSync.close``."""
 
 
-class DeviceSync:
-    """Everything MQTT on the device. ``start()`` connects (unreachable broker: keeps retrying)."""
+class SourceStates:
+    """Publishes each source's state, retained (QoS 1), on ``<prefix>/<id>/sources/<name>/state``.
+
+    Straight on the live connection, not through the outbox: only the latest state of a source matters.
+    A change is sent at once unless that source was sent less than ``min_interval_s`` ago; then the latest
+    state goes out when the interval is over (and at most one per source awaits its PUBACK, which keeps
+    them in order). While offline nothing is queued; every source's latest state is (re)published after each
+    (re)connect. ``on_new(name)`` is called for each source seen the first time.
+    """
 
     def __init__(
-        self, options: DeviceOptions, pipeline: Any, reload: Callable[[], None] | None = None
+        self,
+        board: SourceBoard,
+        connection: MqttConnection,
+        topics: DeviceTopics,
+        min_interval_s: float = SOURCE_MIN_INTERVAL_S,
+        on_new: Callable[[str], None] | None = None,
+    ) -> None:
+        self.board = board
+        self.connection = connection
+        self.topics = topics
+        self.min_interval_s = min_interval_s
+        self.on_new = on_new
+        self.published = 0
+        self._wake = threading.Condition()
+        self._known: list[str] = []  # in order of appearance; only names a topic level can carry
+        self._unusable: set[str] = set()
+        self._dirty: set[str] = set()
+        self._last_sent: dict[str, float] = {}
+        self._inflight: dict[str, Delivery] = {}
+        self._connected_at = 0.0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> SourceStates:
+        self.board.subscribe(self._on_state)  # also tells us every source known now
+        self.check_new()
+        self.connection.add_connect_listener(self._on_connect)
+        self._thread = threading.Thread(target=self._run, name="mqtt-sources", daemon=True)
+        self._thread.start()
+        return self
+
+    def check_new(self) -> None:
+        """Pick up sources added to the board that have not reported a state change yet."""
+        for name in self.board.names():
+            if name not in self._known and name not in self._unusable:
+                self._mark(name)
+
+    def _on_state(self, state: SourceState) -> None:
+        self._mark(state.name)
+
+    def _mark(self, name: str) -> None:
+        """Source ``name`` changed: publish its latest state when its interval allows."""
+        with self._wake:
+            if self._closed or name in self._unusable:
+                return
+            new = name not in self._known
+            if new and not is_topic_part(name):
+                self._unusable.add(name)
+                log.warning("source %r: its state is not published, the name cannot be an MQTT topic level",
+                            name)
+                return
+            if new:
+                self._known.append(name)
+            self._dirty.add(name)
+            self._wake.notify()
+        if new and self.on_new is not None:
+            try:
+                self.on_new(name)
+            except Exception:
+                log.exception("announcing source %r failed", name)
+
+    def _on_connect(self) -> None:
+        """After every (re)connect: the broker may have lost the retained states (no persistence)."""
+        with self._wake:
+            self._connected_at = time.monotonic()
+            self._dirty.update(self._known)
+            self._wake.notify()
+
+    def _ready_at(self, name: str, now: float) -> float | None:
+        """When ``name`` may be sent again; None while its previous state is unacknowledged.
+
+        One state per source in flight keeps them in order: paho re-sends what was unacknowledged at a
+        reconnect *after* our connect listener ran, so a newer state sent at once could be overtaken.
+        """
+        delivery = self._inflight.get(name)
+        sent = self._last_sent.get(name, float("-inf"))
+        if delivery is not None and not delivery.acknowledged:
+            if now - max(sent, self._connected_at) < INFLIGHT_TIMEOUT_S:
+                return None
+            log.debug("state of source %r unacknowledged for %gs; sending the latest anyway",
+                      name, INFLIGHT_TIMEOUT_S)
+        return sent + self.min_interval_s
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                due: list[str] = []
+                next_at: float | None = None
+                if self.connection.connected:
+                    for name in self._dirty:
+                        at = self._ready_at(name, now)
+                        if at is None:
+                            continue  # woken by its acknowledgement
+                        if at <= now:
+                            due.append(name)
+                        elif next_at is None or at < next_at:
+                            next_at = at
+                if not due:
+                    # woken by a change, an acknowledgement or a connect; the poll is only a safety net
+                    self._wake.wait(1.0 if next_at is None else min(1.0, max(0.0, next_at - now)))
+                    continue
+                for name in due:
+                    self._dirty.discard(name)
+                    self._last_sent[name] = now
+            for name, delivery in self._send(due).items():
+                with self._wake:
+                    self._inflight[name] = delivery
+
+    def _acknowledged(self, accepted: bool, reason: str) -> None:
+        if not accepted:
+            log.warning("the broker refused a source state (%s)", reason)
+        with self._wake:
+            self._wake.notify()
+
+    def _send(self, names: list[str]) -> dict[str, Delivery]:
+        """Publish the board's current state of ``names`` (retained, QoS 1)."""
+        try:
+            snapshot = self.board.snapshot()
+        except Exception:
+            log.exception("reading the source states failed")
+            return {}
+        sent: dict[str, Delivery] = {}
+        for name in names:
+            body = snapshot.get(name)
+            if body is None:
+                continue
+            try:
+                sent[name] = self.connection.publish(
+                    self.topics.source_state(name), dumps(body), 1, True, on_ack=self._acknowledged
+                )
+            except Exception:
+                log.exception("publishing the state of source %r failed", name)
+                continue
+            self.published += 1
+        return sent
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop, then publish every source's final state and wait (up to ``timeout`` s) for the broker."""
+        with self._wake:
+            if self._closed:
+                return
+            self._closed = True
+            names = list(self._known)
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if not self.connection.connected:
+            return  # nothing would leave; the retained states stay as last sent
+        deliveries = self._send(names)
+        if timeout <= 0:
+            return  # sent before the offline status all the same: one connection keeps the order
+        deadline = time.monotonic() + timeout
+        for delivery in deliveries.values():
+            if not delivery.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("the final source states were not all acknowledged within %gs", timeout)
+                break
+
+
+class DeviceSync:
+    """Everything MQTT on the device. ``start()`` connects (unreachable broker: keeps retrying).
+
+    With ``sources`` (the run's ``SourceBoard``), each source's state is published retained, telemetry
+    carries ``sources``, and Home Assistant discovery adds one connectivity binary_sensor per source.
+    """
+
+    def __init__(
+        self,
+        options: DeviceOptions,
+        pipeline: Any,
+        reload: Callable[[], None] | None = None,
+        sources: SourceBoard | None = None,
     ) -> None:
         self.options = options
         self.pipeline = pipeline
         self.reload = reload
+        self.sources = sources
+        self.source_states: SourceStates | None = None
         self.topics = DeviceTopics(options.prefix, options.device_id)
         self.outbox = Outbox(options.state_dir, options.outbox)
         self.connection = MqttConnection(
@@ -95,6 +282,7 @@ class DeviceSync:
                 Discovery(self.topics, options.ha_labels, options.ha_off_delay_s, options.ha_threshold,
                           getattr(model, "name", None)),
                 lambda topic, payload, qos, retain: self.connection.publish(topic, payload, qos, retain),
+                sources=self.sources.names() if self.sources is not None else (),
             )
             ha = self.home_assistant
             self.connection.subscribe(BIRTH_TOPIC, lambda m: ha.on_birth(m.payload))
@@ -104,10 +292,18 @@ class DeviceSync:
             lambda: self._last_input, reload=self.reload, inputs=options.inputs, watch=options.watch,
         )
         self.connection.add_connect_listener(self.outbox.kick)
+        if self.sources is not None:
+            ha_sync = self.home_assistant
+            self.source_states = SourceStates(
+                self.sources, self.connection, self.topics,
+                on_new=None if ha_sync is None else lambda name: ha_sync.add_sources([name]),
+            ).start()
         self.outbox.start(self.connection)
         try:
             self.connection.start(require=False)
         except BaseException:
+            if self.source_states is not None:
+                self.source_states.close(timeout=0)
             self.commands.close()
             self.outbox.close()
             raise
@@ -145,12 +341,16 @@ class DeviceSync:
             outbox=self.outbox.stats(),
             bad_payloads=self.bad_payloads,
         )
+        if self.sources is not None:
+            body["sources"] = self.sources.snapshot()
         self.outbox.add(self.topics.telemetry, dumps(body), kind="telemetry")
         return body
 
     def _tick(self) -> None:
         while not self._stop.wait(TICK_S):
             try:
+                if self.source_states is not None:
+                    self.source_states.check_new()  # added to the board without a state change yet
                 if self.home_assistant is not None:
                     self.home_assistant.tick()
                 if self.options.telemetry_interval_s > 0 and time.monotonic() >= self._next_telemetry:
@@ -160,7 +360,8 @@ class DeviceSync:
                 log.exception("telemetry / Home Assistant tick failed")
 
     def close(self, drain_timeout: float = 5.0) -> None:
-        """Stop the update agent, flush the outbox (waiting up to ``drain_timeout`` s), go offline."""
+        """Stop the update agent, flush the outbox (waiting up to ``drain_timeout`` s), publish each
+        source's final state (the caller has set it), go offline."""
         if self.updates is not None:
             try:
                 self.updates.close()
@@ -181,4 +382,9 @@ class DeviceSync:
         if stats.pending:
             log.warning("%d message(s) still pending in %s; they go out on the next start "
                         "(or with 'edge outbox --flush')", stats.pending, self.outbox.path)
+        if self.source_states is not None:
+            try:
+                self.source_states.close(timeout=min(drain_timeout, 2.0))
+            except Exception:
+                log.exception("publishing the final source states failed")
         self.connection.close()

@@ -1,24 +1,28 @@
-"""Home Assistant MQTT discovery: one device, five sensors, one binary_sensor per watched label.
+"""Home Assistant MQTT discovery: one device, five sensors, one binary_sensor per watched label and one
+connectivity binary_sensor per input source.
 
 Configs go to ``homeassistant/<component>/edge_<id>/<object>/config`` (retained) and are re-published
 when ``homeassistant/status`` says ``online``. Sensor values come from ``<prefix>/<id>/state`` (JSON,
-retained, at most ``min_interval_s`` apart); each binary_sensor reads ``<prefix>/<id>/presence/<label>``
+retained, at most ``min_interval_s`` apart); each label binary_sensor reads ``<prefix>/<id>/presence/<label>``
 (``ON``/``OFF``, retained): ON when the label is seen with a score at or above the threshold, OFF once it
-has not been seen for ``off_delay_s``.
+has not been seen for ``off_delay_s``. Each source binary_sensor reads the retained JSON on
+``<prefix>/<id>/sources/<name>/state`` (published by ``cloud_sync.device``): ON while ``streaming``, and
+shows the whole JSON (state, reason, target, counters) as attributes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from cloud_sync.messages import dumps
-from cloud_sync.topics import DeviceTopics
+from cloud_sync.topics import DeviceTopics, is_topic_part
 from edge import __version__
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,8 @@ SENSORS = (
     ("fps", "Frames per second", "{{ value_json.fps }}", "fps", {"state_class": "measurement"}),
     ("model_version", "Model version", "{{ value_json.model_version }}", None, {"icon": "mdi:brain"}),
 )
+# A source's binary_sensor: ON while it streams; connecting, stalled, down and finished are OFF.
+SOURCE_TEMPLATE = "{{ 'ON' if value_json.state == 'streaming' else 'OFF' }}"
 
 
 def _fps(fps: Callable[[], Any]) -> float | None:
@@ -53,6 +59,15 @@ def node_safe(text: str) -> str:
     """A device id as a discovery node id: HA allows [a-zA-Z0-9_-], so valid ids stay as they are
     (the broker ACL matches ``edge_<username>`` literally)."""
     return re.sub(r"[^a-zA-Z0-9_-]+", "_", text).strip("_") or "x"
+
+
+def source_object_id(name: str) -> str:
+    """``source_<name>`` as a discovery object id ([a-zA-Z0-9_-]); a name that had to be changed (``cam.1``)
+    gets a short hash of the original so that ``cam.1`` and ``cam_1`` stay two entities."""
+    safe = node_safe(name)
+    if safe != name:
+        safe = f"{safe}_{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+    return f"source_{safe}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +110,26 @@ class Discovery:
             ],
         }
 
-    def configs(self) -> dict[str, dict[str, Any]]:
-        """Discovery topic -> config payload."""
+    def source_config(self, name: str) -> tuple[str, dict[str, Any]]:
+        """(discovery topic, config) of source ``name``'s connectivity binary_sensor."""
+        object_id = source_object_id(name)
+        state_topic = self.topics.source_state(name)
+        return f"{DISCOVERY_PREFIX}/binary_sensor/{self.node_id}/{object_id}/config", {
+            "name": f"Source {name}",
+            "unique_id": f"{self.node_id}_{object_id}",
+            "object_id": f"{self.node_id}_{object_id}",
+            "state_topic": state_topic,
+            "value_template": SOURCE_TEMPLATE,
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "device_class": "connectivity",
+            "json_attributes_topic": state_topic,
+            "device": self.device(),
+            **self.availability(),
+        }
+
+    def configs(self, sources: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+        """Discovery topic -> config payload (with one binary_sensor per name in ``sources``)."""
         out: dict[str, dict[str, Any]] = {}
         for object_id, name, template, unit, extra in SENSORS:
             config: dict[str, Any] = {
@@ -125,6 +158,9 @@ class Discovery:
                 "device": self.device(),
                 **self.availability(),
             }
+        for name in sources:
+            topic, config = self.source_config(name)
+            out[topic] = config
         return out
 
 
@@ -155,7 +191,9 @@ def top_label(seen: dict[str, float]) -> tuple[str | None, float | None]:
 class HomeAssistant:
     """Publishes discovery configs, the sensor state and the binary_sensor ON/OFF transitions."""
 
-    def __init__(self, discovery: Discovery, publish: Any, min_interval_s: float = 0.5) -> None:
+    def __init__(
+        self, discovery: Discovery, publish: Any, min_interval_s: float = 0.5, sources: Iterable[str] = ()
+    ) -> None:
         self.discovery = discovery
         self._publish = publish  # (topic, payload, qos, retain) -> Any
         self.min_interval_s = min_interval_s
@@ -163,10 +201,37 @@ class HomeAssistant:
         self._last_seen: dict[str, float] = {}
         self._state: dict[str, str] = {}
         self._last_state_sent = 0.0
+        self._sources: list[str] = []
+        self._accept_sources(sources)
+
+    def _accept_sources(self, names: Iterable[str]) -> list[str]:
+        """Remember the names not known yet (skipping, with a warning, names no topic can carry)."""
+        new: list[str] = []
+        with self._lock:
+            for name in names:
+                if name in self._sources or name in new:
+                    continue
+                if not is_topic_part(name):
+                    log.warning("source %r gets no Home Assistant entity: no topic level can carry it", name)
+                    continue
+                new.append(name)
+            self._sources.extend(new)
+        return new
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(self._sources)
+
+    def add_sources(self, names: Iterable[str]) -> None:
+        """Announce a binary_sensor for each source not announced yet (sources that appear after start)."""
+        for name in self._accept_sources(names):
+            topic, config = self.discovery.source_config(name)
+            self._publish(topic, dumps(config), 1, True)
 
     def announce(self) -> None:
         """(Re-)publish every discovery config (retained) and the current ON/OFF states."""
-        for topic, config in self.discovery.configs().items():
+        for topic, config in self.discovery.configs(self.sources).items():
             self._publish(topic, dumps(config), 1, True)
         with self._lock:
             states = {label: self._state.get(label, "OFF") for label in self.discovery.labels}

@@ -8,6 +8,7 @@ Per device, under ``<prefix>/<device_id>/``:
 ``telemetry``             periodic health (QoS 1), schema ``edge.telemetry/1``; carries the latest ``seq``
 ``cmd/<name>``            a command (``ping``, ``reload``, ``set``, ``snapshot``, ``replay``)
 ``cmd/<name>/reply``      its reply, echoing the request's ``request_id``
+``sources/<name>/state``  retained (QoS 1) state of one input source: ``SourceState.to_json()`` + counters
 ========================  =========================================================================
 
 Home Assistant discovery lives under ``homeassistant/`` (see ``cloud_sync.homeassistant``).
@@ -83,6 +84,15 @@ class DeviceTopics:
     def cmd(self, name: str) -> str:
         return f"{self.base}/cmd/{name}"
 
+    def source_state(self, name: str) -> str:
+        """The retained state of source ``name`` (``ConfigError`` when the name is no topic level)."""
+        if not is_topic_part(name):
+            raise ConfigError(
+                f"source name {name!r} cannot be used in an MQTT topic; "
+                "name the source with letters, digits, '-', '_' or '.'"
+            )
+        return f"{self.base}/sources/{name}/state"
+
     def reply(self, name: str) -> str:
         return f"{self.base}/cmd/{name}/reply"
 
@@ -109,6 +119,10 @@ class FleetTopics:
     @property
     def status(self) -> str:
         return f"{self.prefix}/+/status"
+
+    @property
+    def source_states(self) -> str:
+        return f"{self.prefix}/+/sources/+/state"
 
     def device_of(self, topic: str) -> str | None:
         """The device id in ``<prefix>/<id>/...``, or None when the topic is not under the prefix."""

@@ -138,6 +138,24 @@ def _profile(value: Any) -> str:
     return str(value)
 
 
+def _motion(value: Any) -> float:
+    if value is True:
+        return 1.0
+    return _number(0.0, 99.99)(value)
+
+
+def _size(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", value):
+        raise ValueError('WIDTHxHEIGHT, e.g. "1280x720"')
+    return value
+
+
+def _any_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError("[[source]] tables")
+    return value
+
+
 _positive = _number(0, strict=True)
 KEYS: tuple[Key, ...] = (
     Key("profile", "profile", _profile, "device profile (devices/*.toml): threads, backend, delegate"),
@@ -149,6 +167,16 @@ KEYS: tuple[Key, ...] = (
     Key("input.watch", "watch", _string, "folder watched for new images", paths=True),
     Key("input.url", "url", _url("http", "https"), "snapshot URL polled every input.interval seconds"),
     Key("input.interval", "interval", _positive, "seconds between two snapshots of input.url"),
+    Key("input.fps", "fps", _positive, "at most this many inferences per second per source"),
+    Key("input.motion", "motion", _motion, "skip frames that changed less than this percent (true: 1.0)"),
+    Key("input.realtime", "realtime", _boolean, "video files: paced at their frame rate, newest frame only"),
+    Key("input.stall_timeout", "stall_timeout", _positive, "seconds without a frame: reopen the stream"),
+    Key("input.rtsp_transport", "rtsp_transport", _choice("tcp", "udp"), "RTSP transport (default tcp)"),
+    Key("input.video_size", "video_size", _size, "V4L2 cameras: capture size WIDTHxHEIGHT"),
+    Key("input.video_fps", "video_fps", _positive, "V4L2 cameras: capture frame rate"),
+    Key("input.video_format", "video_format", _choice("mjpeg", "yuyv"), "V4L2 cameras: pixel format"),
+    Key("source", "sources", _any_list, "[[source]] tables: one named stream, camera or video file each",
+        paths=False),
     Key("task.task", "task", _choice(*TASKS), "how outputs are decoded (default: the manifest's task)"),
     Key("task.labels", "labels", _string, "labels file, one per line (default: the manifest's)", paths=True),
     Key("task.top_k", "top_k", _integer(1), "classification: how many classes to report"),
@@ -193,6 +221,22 @@ KEYS: tuple[Key, ...] = (
     Key("updates.health_seconds", "health_seconds", _positive, "...or T seconds, whichever ends first"),
 )
 KEY_BY_NAME = {key.name: key for key in KEYS}
+# The keys of one [[source]] table: what it reads, its name, and options over the [input]/[task] ones.
+SOURCE_KEYS: dict[str, tuple[Check, str]] = {
+    "input": (_string, "stream URL, /dev/videoN, picamera:N or video file (required)"),
+    "name": (_pattern(NAME_PATTERN, "1-64 letters, digits, _, - or ."), "its name in results and topics"),
+    "fps": (_positive, "at most this many inferences per second"),
+    "motion": (_motion, "motion gate threshold, percent (true: 1.0)"),
+    "realtime": (_boolean, "video file: paced at its frame rate"),
+    "stall_timeout": (_positive, "seconds without a frame before reopening"),
+    "rtsp_transport": (_choice("tcp", "udp"), "RTSP transport"),
+    "video_size": (_size, "V4L2: WIDTHxHEIGHT"),
+    "video_fps": (_positive, "V4L2: frame rate"),
+    "video_format": (_choice("mjpeg", "yuyv"), "V4L2: pixel format"),
+    "top_k": (_integer(1), "classification: classes to report"),
+    "threshold": (_number(0.0, 1.0), "minimum score reported"),
+    "resize": (_choice(*RESIZE_MODES), "how a frame is fitted to the model input"),
+}
 SECTIONS = sorted({key.name.split(".")[0] for key in KEYS if "." in key.name})
 
 
@@ -226,6 +270,9 @@ def check_config(path: str | Path) -> tuple[DeviceConfig | None, list[str]]:
         key = KEY_BY_NAME.get(name)
         if key is None:
             errors.append(_unknown(name))
+            continue
+        if name == "source":
+            values[name] = _check_sources(raw, path.parent, errors)
             continue
         try:
             value = key.check(raw)
@@ -262,6 +309,37 @@ def _flatten(data: dict[str, Any], errors: list[str]) -> Iterable[tuple[str, Any
             yield name, value
 
 
+def _check_sources(raw: Any, base: Path, errors: list[str]) -> list[dict[str, Any]]:
+    """The ``[[source]]`` tables, each key checked; problems named ``source[N].key`` (N from 1)."""
+    if not isinstance(raw, list) or not all(isinstance(table, dict) for table in raw):
+        errors.append("source must be [[source]] tables, one per stream, camera or video file")
+        return []
+    tables = []
+    for number, table in enumerate(raw, 1):
+        checked: dict[str, Any] = {}
+        for key, value in table.items():
+            where = f"source[{number}].{key}"
+            if key not in SOURCE_KEYS:
+                close = difflib.get_close_matches(key, list(SOURCE_KEYS), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                errors.append(f"unknown key {where!r}{hint}; allowed: {', '.join(SOURCE_KEYS)}")
+                continue
+            try:
+                checked[key] = SOURCE_KEYS[key][0](value)
+            except ValueError as exc:
+                errors.append(f"{where} is {value!r} ({_kind(value)}); allowed: {exc}")
+        if "input" not in table:
+            errors.append(f"source[{number}] has no input; set input = a stream URL, /dev/videoN or a file")
+        elif isinstance(checked.get("input"), str) and not _is_device_or_url(checked["input"]):
+            checked["input"] = _resolve(checked["input"], base)
+        tables.append(checked)
+    return tables
+
+
+def _is_device_or_url(target: str) -> bool:
+    return "://" in target or target.startswith(("/dev/", "picamera:"))
+
+
 def _unknown(name: str) -> str:
     section = name.split(".")[0] if "." in name else ""
     in_section = [k.name for k in KEYS if k.name.split(".")[0] == section] if section in SECTIONS else []
@@ -275,7 +353,9 @@ def _unknown(name: str) -> str:
 def _resolve(value: Any, base: Path) -> Any:
     if isinstance(value, list):
         return [_resolve(v, base) for v in value]
-    return str((base / Path(value).expanduser()).absolute()) if value else value
+    if not value or _is_device_or_url(value):
+        return value
+    return str((base / Path(value).expanduser()).absolute())
 
 
 def _cross_checks(values: dict[str, Any]) -> list[str]:
@@ -283,6 +363,9 @@ def _cross_checks(values: dict[str, Any]) -> list[str]:
     has = values.__contains__
     if not has("model.path") and not has("state_dir"):
         errors.append("model.path is not set; set model.path, or state_dir to serve the store's active model")
+    for name in ("input.video_size", "input.video_fps", "input.video_format"):
+        if has(name) and not _has_camera(values):
+            errors.append(f"{name} is {values[name]!r} but no /dev/video camera is configured")
     if has("input.interval") and not has("input.url"):
         errors.append(f"input.interval is {values['input.interval']!r} without input.url; set input.url too")
     if has("mqtt.cert") != has("mqtt.key"):
@@ -309,6 +392,11 @@ def _cross_checks(values: dict[str, Any]) -> list[str]:
     return errors
 
 
+def _has_camera(values: dict[str, Any]) -> bool:
+    inputs = [*values.get("input.paths", []), *(t.get("input", "") for t in values.get("source", []))]
+    return any(str(target).startswith(("/dev/", "picamera:")) for target in inputs)
+
+
 def _discovery_id(values: dict[str, Any]) -> list[str]:
     """Discovery replaces characters outside [A-Za-z0-9_-] in the node id; the ACL wants ``edge_<id>``."""
     device_id = values.get("mqtt.device_id")
@@ -322,12 +410,20 @@ def _discovery_id(values: dict[str, Any]) -> list[str]:
 
 
 def _missing_files(values: dict[str, Any]) -> list[str]:
-    warnings = []
+    warnings: list[str] = []
     for name, value in values.items():
+        if name == "source":
+            warnings.extend(
+                f"source[{n}].input: {t['input']} does not exist (yet)"
+                for n, t in enumerate(value, 1)
+                if isinstance(t.get("input"), str) and not _is_device_or_url(t["input"])
+                and not Path(t["input"]).exists()
+            )
+            continue
         if not KEY_BY_NAME[name].paths or name in ("state_dir", "input.watch", "output.file"):
             continue
         for item in value if isinstance(value, list) else [value]:
-            if not Path(item).exists():
+            if not _is_device_or_url(item) and not Path(item).exists():
                 warnings.append(f"{name}: {item} does not exist (yet)")
     return warnings
 
@@ -404,7 +500,7 @@ def apply_config(
     config = load_config(path)
     keep = explicit_dests(args, parser)
     options = config.options()
-    known = {action.dest for action in parser._actions}
+    known = {action.dest for action in parser._actions} | set(parser._defaults)
     for name, value in config.values.items():
         dest = KEY_BY_NAME[name].dest
         if dest not in known:

@@ -9,6 +9,7 @@ enter, with ``raise ... from exc``.
     │   └── PackageError    a model package that is malformed, tampered with or fails verification
     ├── BackendError        no interpreter available, or an accelerator that cannot be used
     ├── InputError          one input (image, array, path) that cannot be used; the run goes on
+    ├── SourceError         a source (stream, camera, video file) that cannot be opened or read
     └── ConfigError         a configuration value or command-line option that is not allowed
 """
 
@@ -31,6 +32,10 @@ class BackendError(EdgeError):
 
 class InputError(EdgeError):
     """One input that cannot be used; only that input fails."""
+
+
+class SourceError(EdgeError):
+    """A source that cannot be opened or read; live ones are retried, the other sources go on."""
 
 
 class ConfigError(EdgeError):

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,9 @@ from PIL import Image
 
 from edge.errors import ConfigError, EdgeError, InputError
 from edge.model import Model, to_input_tensor
-from edge.preprocess import DEFAULT_MAX_PIXELS, Geometry, check_mode, fit, load_upright
+from edge.preprocess import DEFAULT_MAX_PIXELS, Geometry, check_mode, covering_size, fit, load_upright
 from edge.sinks import Sink
-from edge.sources import InputItem
+from edge.sources.base import FrameImage, InputItem
 from edge.stats import RollingStats
 from edge.tasks import TaskResult
 
@@ -48,15 +48,19 @@ class Timing:
     invoke: float = 0.0
     postprocess: float = 0.0
     total: float = 0.0
+    capture_to_result: float | None = None  # frames of a source: from capture to the result handed over
 
     def to_json(self) -> dict[str, float]:
-        return {
+        timing = {
             "decode": round(self.decode, 3),
             "preprocess": round(self.preprocess, 3),
             "invoke": round(self.invoke, 3),
             "postprocess": round(self.postprocess, 3),
             "total": round(self.total, 3),
         }
+        if self.capture_to_result is not None:
+            timing["capture_to_result"] = round(self.capture_to_result, 3)
+        return timing
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,9 @@ class InferenceResult:
     error: str | None = None
     image_size: tuple[int, int] | None = None  # original (width, height) when the input was an image
     time: str = ""
+    source: str | None = None  # the name of the source it came from (edge run), else None
+    frame: int | None = None  # its index within that source
+    captured_at: float | None = None  # wall-clock Unix time of capture
 
     @property
     def ok(self) -> bool:
@@ -85,6 +92,10 @@ class InferenceResult:
             "model": {"name": self.model_name, "version": self.model_version},
             "task": self.task,
         }
+        if self.source is not None:
+            record["source"] = self.source
+            record["frame"] = self.frame
+            record["captured_at"] = None if self.captured_at is None else round(self.captured_at, 3)
         if self.result is not None:
             record.update(self.result.to_json())
         if self.image_size is not None:
@@ -92,6 +103,15 @@ class InferenceResult:
         record["timing_ms"] = self.timing.to_json()
         record["error"] = self.error
         return record
+
+
+@dataclass(frozen=True, slots=True)
+class SourceModelOptions:
+    """Options one source sets for itself over the pipeline's (None: the pipeline's)."""
+
+    top_k: int | None = None
+    threshold: float | None = None
+    resize: str | None = None
 
 
 @dataclass(slots=True)
@@ -105,6 +125,10 @@ class _Prepared:
     decode_ms: float = 0.0
     preprocess_ms: float = 0.0
     error: str | None = None
+    source: str | None = None
+    frame: int | None = None
+    captured_at: float | None = None
+    captured_mono: float | None = None
 
 
 def input_name(item: Any) -> str:
@@ -151,6 +175,7 @@ class Pipeline:
         self.overlap = overlap  # None: decide from the first frames; True/False: always/never
         self._stats = RollingStats(stats_window)
         self.top_k, self.threshold = 5, 0.0
+        self._per_source: dict[str, SourceModelOptions] = {}
         self.set_options(top_k=top_k, threshold=threshold)
 
     # -------------------------------------------------------------------------------- configuration
@@ -178,6 +203,17 @@ class Pipeline:
                 self.top_k = top_k
             if threshold is not None:
                 self.threshold = float(threshold)
+
+    def set_source_options(self, source: str, options: SourceModelOptions) -> None:
+        """Options for the inputs of one source (``[[source]]`` tables), over the pipeline's own."""
+        if options.resize is not None:
+            check_mode(options.resize)
+        if options.top_k is not None and options.top_k < 1:
+            raise ConfigError(f"source {source}: top_k must be at least 1, got {options.top_k}")
+        if options.threshold is not None and not 0.0 <= options.threshold <= 1.0:
+            raise ConfigError(f"source {source}: threshold must be between 0 and 1, got {options.threshold}")
+        with self._lock:
+            self._per_source[source] = options
 
     def add_sink(self, sink: Sink) -> None:
         self.sinks.append(sink)
@@ -272,7 +308,10 @@ class Pipeline:
             stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _resize_mode(self, model: Model) -> str:
+    def _resize_mode(self, model: Model, source: str | None = None) -> str:
+        own = self._per_source.get(source) if source is not None else None
+        if own is not None and own.resize is not None:
+            return own.resize
         if self.resize is not None:
             return self.resize
         return "letterbox" if model.task == "detection" else "stretch"
@@ -283,6 +322,8 @@ class Pipeline:
         prepared = _Prepared(name, item, model)
         payload = item
         if isinstance(item, InputItem):
+            prepared.source, prepared.frame = item.source, item.frame
+            prepared.captured_at, prepared.captured_mono = item.captured_at, item.captured_mono
             if item.error is not None:
                 prepared.error = item.error
                 return prepared
@@ -304,8 +345,13 @@ class Pipeline:
                         f"model input {list(spec.tensor.shape)} is not an image; pass a numpy array of that "
                         "shape through the Python API"
                     )
-                mode = self._resize_mode(model)
-                image, upright = load_upright(payload, (spec.width, spec.height), mode, self.max_pixels)
+                mode = self._resize_mode(model, prepared.source)
+                if isinstance(payload, FrameImage):  # decoded by its source: scaled straight to what we need
+                    upright = payload.size
+                    scaled = covering_size(upright[0], upright[1], spec.width, spec.height, mode)
+                    image = Image.fromarray(payload.to_array(*scaled))
+                else:
+                    image, upright = load_upright(payload, (spec.width, spec.height), mode, self.max_pixels)
                 decoded = time.perf_counter()
                 ready = fit(image, upright, spec.width, spec.height, spec.channels, mode, name=name)
                 prepared.tensor = to_input_tensor(ready.pixels, spec)
@@ -326,6 +372,10 @@ class Pipeline:
         """Invoke and postprocess with the current model (re-preparing if the swap changed the input)."""
         with self._lock:
             model, top_k, threshold = self._model, self.top_k, self.threshold
+            own = self._per_source.get(prepared.source) if prepared.source is not None else None
+        if own is not None:
+            top_k = own.top_k if own.top_k is not None else top_k
+            threshold = own.threshold if own.threshold is not None else threshold
         if model is not prepared.model and prepared.error is None and model.input != prepared.model.input:
             prepared = self._prepare(prepared.item, model)
         timing = Timing(prepared.decode_ms, prepared.preprocess_ms)
@@ -353,6 +403,8 @@ class Pipeline:
                 error = f"{prepared.name}: inference failed ({type(exc).__name__}: {exc})"
         if error is not None and not error.startswith(prepared.name):
             error = f"{prepared.name}: {error}" if prepared.name not in error else error
+        if prepared.captured_mono is not None:
+            timing = replace(timing, capture_to_result=(time.perf_counter() - prepared.captured_mono) * 1000)
         outcome = InferenceResult(
             input=prepared.name,
             model_name=model.name,
@@ -363,6 +415,9 @@ class Pipeline:
             error=error,
             image_size=prepared.image_size,
             time=_now(),
+            source=prepared.source,
+            frame=prepared.frame,
+            captured_at=prepared.captured_at,
         )
         self._stats.record(
             (timing.decode, timing.preprocess, timing.invoke, timing.postprocess, timing.total),

@@ -182,16 +182,20 @@ def _draft(image: Image.Image, size: tuple[int, int], mode: str, orientation: in
     if orientation in _TRANSPOSED:
         target_w, target_h = target_h, target_w
     width, height = image.size
-    if mode == "crop":
-        scale = max(target_w / width, target_h / height)
-        need = (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999)))
-    elif mode == "letterbox":
-        scale = min(target_w / width, target_h / height)
-        need = (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999)))
-    else:
-        need = (target_w, target_h)
+    need = covering_size(width, height, target_w, target_h, mode)
     if width >= 2 * need[0] and height >= 2 * need[1]:
         image.draft(image.mode if image.mode in ("RGB", "L") else "RGB", need)
+
+
+def covering_size(width: int, height: int, target_w: int, target_h: int, mode: str) -> tuple[int, int]:
+    """The smallest size (keeping the aspect ratio where ``mode`` does) that resizing to the target needs."""
+    if mode == "crop":
+        scale = max(target_w / width, target_h / height)
+    elif mode == "letterbox":
+        scale = min(target_w / width, target_h / height)
+    else:
+        return target_w, target_h
+    return max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))
 
 
 def to_channels(image: Image.Image, channels: int) -> Image.Image:

@@ -4,9 +4,13 @@ Contract (``edge/cli/commands/run.py`` calls these):
 
 - ``add_sync_arguments(parser)`` adds ``--mqtt``, ``--prefix``, ``--device-id``, ``--state-dir``, TLS and
   Home Assistant options to ``edge run``'s parser.
-- ``start_sync(args, pipeline)`` returns ``None`` when no ``--mqtt`` was given, else a ``SyncSession``
-  whose ``sinks`` receive every result record, whose ``connection`` is the live ``MqttConnection``
-  (shared with the update agent) and whose ``close()`` flushes and disconnects.
+- ``start_sync(args, pipeline, board=None)`` returns ``None`` when no ``--mqtt`` was given, else a
+  ``SyncSession`` whose ``sinks`` receive every result record, whose ``connection`` is the live
+  ``MqttConnection`` (shared with the update agent) and whose ``close()`` flushes and disconnects.
+  With ``board`` (the run's ``edge.sources.SourceBoard``) every source state change is published
+  (``<prefix>/<id>/sources/<name>/state``, retained), telemetry carries the sources and Home Assistant
+  gets one connectivity binary_sensor per source. Set each source's final state (``finished`` or
+  ``down``) *before* ``close()``: it publishes them, then the offline status.
 
 Only this module (and ``update_hooks``) may import ``cloud_sync`` from ``edge``; it does so inside
 ``start_sync`` so ``edge --help`` never loads paho.
@@ -16,12 +20,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.cli.broker_options import add_broker_arguments, broker_settings
 from edge.errors import ConfigError
 from edge.fsutil import default_state_dir
 from edge.sinks import Sink
+
+if TYPE_CHECKING:
+    from edge.sources.base import SourceBoard
 
 
 class SyncSession(Protocol):
@@ -116,8 +123,10 @@ def _reloader(args: argparse.Namespace, pipeline: Any) -> Any:
     return reload
 
 
-def start_sync(args: argparse.Namespace, pipeline: Any) -> SyncSession | None:
-    """Connect to MQTT when ``--mqtt`` is set; None otherwise.
+def start_sync(
+    args: argparse.Namespace, pipeline: Any, board: SourceBoard | None = None
+) -> SyncSession | None:
+    """Connect to MQTT when ``--mqtt`` is set; None otherwise. ``board``: the sources whose states to publish.
 
     A broker that refuses the credentials or the certificate raises ``BrokerError`` (one line, exit 2);
     an unreachable broker is only a warning: results wait in the outbox until it is back.
@@ -129,7 +138,7 @@ def start_sync(args: argparse.Namespace, pipeline: Any) -> SyncSession | None:
 
     options = device_options(args)
     check_update_options(args)  # a bad --trust or --group fails before anything connects
-    sync = DeviceSync(options, pipeline, reload=_reloader(args, pipeline)).start()
+    sync = DeviceSync(options, pipeline, reload=_reloader(args, pipeline), sources=board).start()
     try:
         sync.updates = start_updates(args, pipeline, sync.connection)
     except BaseException:

@@ -95,13 +95,12 @@ class SourceState:
 
 @dataclass(slots=True)
 class SourceCounters:
-    """Per-source counts: frames captured, frames dropped for a newer one, frames the motion gate skipped,
-    frames the ``--fps`` cap passed over, inputs handed to inference, and reconnects."""
+    """Per-source counts: frames captured, frames dropped for a newer one (by the ``--fps`` cap too),
+    frames the motion gate skipped, inputs handed to inference, reconnects, and read or decode errors."""
 
     captured: int = 0
     skipped: int = 0
     motion_skipped: int = 0
-    rate_skipped: int = 0
     inferred: int = 0
     reconnects: int = 0
     errors: int = 0
@@ -111,7 +110,6 @@ class SourceCounters:
             "captured": self.captured,
             "skipped": self.skipped,
             "motion_skipped": self.motion_skipped,
-            "rate_skipped": self.rate_skipped,
             "inferred": self.inferred,
             "reconnects": self.reconnects,
             "errors": self.errors,

@@ -73,7 +73,11 @@ def test_json_lines_and_jsonl_output(assets, photo_folder, tmp_path):
     for record in ok:
         assert record["model"] == {"name": "digits_int8", "version": 0}
         assert record["task"] == "classification" and len(record["classes"]) == 3
-        assert set(record["timing_ms"]) == {"decode", "preprocess", "invoke", "postprocess", "total"}
+        assert set(record["timing_ms"]) == {
+            "decode", "preprocess", "invoke", "postprocess", "total", "capture_to_result"
+        }
+        timing = record["timing_ms"]
+        assert record["source"] == "files" and timing["capture_to_result"] >= timing["total"]
 
 
 def test_package_run_reports_manifest_name_and_version(assets):

@@ -1,4 +1,5 @@
-"""``edge run``: run a model on files, folders, a watched folder or a snapshot URL; results to sinks."""
+"""``edge run``: run a model on files, folders, a watched folder, a snapshot URL, video files, streams and
+cameras (several at once, round-robin on one interpreter); results to sinks."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from edge.cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK, sync_hooks, update_hooks
 from edge.errors import ConfigError
 
 NAME = "run"
-HELP = "run a model on images: files, folders, --watch DIR or --url URL; one result per input"
+HELP = (
+    "run a model on images, video files, streams and cameras: files, folders, rtsp://, http(s):// MJPEG, "
+    "/dev/videoN, picamera:N, --watch DIR or --url URL"
+)
 MODEL_SUFFIXES = (".tflite", ".edgepkg", ".zip")
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         help="a .tflite file or model package; leave out to serve the active model of --state-dir's store",
     )
-    parser.add_argument("inputs", metavar="INPUT", nargs="*", help="image files or folders")
+    parser.add_argument(
+        "inputs",
+        metavar="INPUT",
+        nargs="*",
+        help="image files or folders; video files (.mp4 .mkv .mov .avi .webm); stream URLs (rtsp://, "
+        "rtsps://, rtmp://, http(s):// MJPEG or HLS; an http URL serving single images is polled as a "
+        "snapshot); "
+        "/dev/videoN; picamera:N",
+    )
     parser.epilog = (
         "MODEL may be left out: a first path that is not a model (a folder, or a file not named "
         f"{'/'.join(MODEL_SUFFIXES)} and not starting like a TFLite model or a zip package) counts as an "
@@ -46,6 +58,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", metavar="URL", help="poll a snapshot URL (http/https)")
     parser.add_argument("--interval", type=float, default=5.0, metavar="S", help="seconds between snapshots")
     parser.add_argument("--limit", type=int, metavar="N", help="stop after N inputs")
+    live = parser.add_argument_group("video files, streams and cameras (see docs/sources.md)")
+    live.add_argument("--source-name", action="append", default=[], metavar="NAME",
+                      help="name of the next stream/camera/video INPUT, in order (repeatable; default from "
+                      "its host, device or file name)")
+    live.add_argument("--fps", type=float, metavar="N", help="at most N inferences per second per source")
+    live.add_argument("--motion", type=float, nargs="?", const=1.0, metavar="PERCENT",
+                      help="infer only frames that changed in more than PERCENT of the picture since the "
+                      "last inferred one (default 1.0 when given without a value)")
+    live.add_argument("--realtime", action="store_true",
+                      help="video files: pace at their own frame rate, newest frame only, as a camera")
+    live.add_argument("--stall-timeout", type=float, default=10.0, metavar="S",
+                      help="seconds without a frame before a stream is reopened (default 10)")
+    live.add_argument("--rtsp-transport", choices=("tcp", "udp"), default="tcp",
+                      help="RTSP transport (default tcp)")
+    live.add_argument("--video-size", metavar="WxH", help="V4L2 cameras: capture size, e.g. 1280x720")
+    live.add_argument("--video-fps", type=float, metavar="N", help="V4L2 cameras: capture frame rate")
+    live.add_argument("--video-format", choices=("mjpeg", "yuyv"), help="V4L2 cameras: pixel format")
+    parser.set_defaults(sources=[])  # [[source]] tables of --config
     parser.add_argument("--json", action="store_true", help="one JSON line per input on stdout")
     parser.add_argument("--output", type=Path, metavar="FILE", help="also append JSON lines to FILE")
     parser.add_argument("--task", choices=("classification", "detection", "raw"), help="override the task")
@@ -111,11 +141,18 @@ def _check_store_for(moved: str, args: argparse.Namespace) -> None:
     """A path taken as an input with nothing to serve from the store: say what was understood."""
     if getattr(args, "mqtt", None) and getattr(args, "trust", None):
         return  # edge run waits for a first pushed model
+    from edge.sources.base import mask_url
+    from edge.sources.feeds import is_source
     from edge.store import ModelStore
 
     state_dir = update_hooks._state_dir(args)
     if ModelStore(state_dir).active_path() is not None:
         return
+    if is_source(moved):
+        raise ConfigError(
+            f"{mask_url(moved)} is a stream, camera or video, taken as an input, and the model store in "
+            f"{state_dir} is empty; pass a MODEL before it: 'edge run model.edgepkg {mask_url(moved)}'"
+        )
     if not Path(moved).exists():
         raise ConfigError(
             f"model not found: {moved}; check the path (the model store in {state_dir} is empty too)"
@@ -169,19 +206,68 @@ def _one(values: list[float] | None) -> Any:
     return None if values is None else tuple(values)
 
 
-def _inputs(args: argparse.Namespace, stop: threading.Event) -> Iterator[Any]:
-    from edge.sources import expand_paths, poll_url, watch_folder
+def sources_settings(args: argparse.Namespace) -> Any:
+    """Every input of the run, from the command line and ``--config``'s ``[[source]]`` tables, checked."""
+    from edge.motion import check_threshold
+    from edge.sources.feeds import SourceSpec, SourcesSettings, is_source, name_sources
+    from edge.sources.live import FeedOptions
+    from edge.sources.stream import StreamOptions, check_options, parse_size
 
-    streams: list[Iterator[Any]] = []
-    if args.inputs:
-        streams.append(expand_paths(args.inputs))
-    if args.watch is not None:
-        streams.append(watch_folder(args.watch, stop))
-    if args.url:
-        streams.append(poll_url(args.url, args.interval, stop))
-    if not streams:
-        raise ConfigError("no input given; pass image files or folders, --watch DIR or --url URL")
-    items: Iterator[Any] = itertools.chain(*streams) if len(streams) > 1 else streams[0]
+    if args.fps is not None and args.fps <= 0:
+        raise ConfigError(f"--fps must be more than 0, got {args.fps}")
+    if args.motion is not None:
+        check_threshold(args.motion)
+    size = parse_size(args.video_size) if args.video_size else None
+    stream = check_options(StreamOptions(
+        rtsp_transport=args.rtsp_transport, video_size=size, video_fps=args.video_fps,
+        video_format=args.video_format, realtime=bool(args.realtime), stall_timeout=args.stall_timeout,
+        interval=args.interval,
+    ))
+    feed = FeedOptions(fps=args.fps, motion=args.motion)
+    inputs = [str(i) for i in args.inputs or ()]
+    targets = [i for i in inputs if is_source(i)]
+    specs = [
+        SourceSpec(target, name, stream, feed)
+        for target, name in zip(targets, name_sources(targets, list(args.source_name)), strict=True)
+    ]
+    for table in args.sources or ():
+        specs.append(_table_spec(table, stream, feed))
+    return SourcesSettings(
+        files=tuple(i for i in inputs if not is_source(i)),
+        watch=args.watch,
+        url=args.url,
+        interval=args.interval,
+        sources=tuple(specs),
+    )
+
+
+def _table_spec(table: dict[str, Any], stream: Any, feed: Any) -> Any:
+    """A ``[[source]]`` table (checked by ``edge.config``) over the run's own stream and feed options."""
+    import dataclasses
+
+    from edge.sources.base import source_name_for
+    from edge.sources.feeds import SourceSpec
+    from edge.sources.live import FeedOptions
+    from edge.sources.stream import check_options, parse_size
+
+    target = str(table["input"])
+    keys = ("realtime", "stall_timeout", "rtsp_transport", "video_fps", "video_format")
+    own_stream: dict[str, Any] = {k: table[k] for k in keys if k in table}
+    if "video_size" in table:
+        own_stream["video_size"] = parse_size(table["video_size"])
+    own_feed = FeedOptions(fps=table.get("fps", feed.fps), motion=table.get("motion", feed.motion))
+    return SourceSpec(
+        target,
+        table.get("name") or source_name_for(target),
+        check_options(dataclasses.replace(stream, **own_stream)),
+        own_feed,
+        top_k=table.get("top_k"),
+        threshold=table.get("threshold"),
+        resize=table.get("resize"),
+    )
+
+
+def _limited(items: Iterator[Any], args: argparse.Namespace, stop: threading.Event) -> Iterator[Any]:
     items = itertools.takewhile(lambda _: not stop.is_set(), items)  # SIGTERM: take no more inputs
     return itertools.islice(items, args.limit) if args.limit else items
 
@@ -201,6 +287,12 @@ def _check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--interval must be more than 0 seconds, got {args.interval}")
     if args.watch is not None and not Path(args.watch).is_dir():
         raise ConfigError(f"--watch {args.watch}: not a folder; create it or check the path")
+    settings = sources_settings(args)
+    if settings.empty:
+        raise ConfigError(
+            "no input given; pass image files or folders, video files, stream URLs, /dev/videoN, "
+            "--watch DIR or --url URL"
+        )
 
 
 def human_line(record: dict[str, Any]) -> str:
@@ -240,8 +332,11 @@ def run(args: argparse.Namespace) -> int:
         _check_store_for(moved, args)
     from edge import sdnotify
     from edge.model import load_model
-    from edge.pipeline import Pipeline
+    from edge.pipeline import Pipeline, SourceModelOptions
     from edge.sinks import JsonlFileSink, StdoutSink
+    from edge.sources.base import SourceBoard
+    from edge.sources.feeds import build_feeds
+    from edge.sources.live import SourceMux
 
     stop = threading.Event()
     # Under systemd (Type=notify, WatchdogSec=): ready once started, watchdog pings while the run lasts.
@@ -263,8 +358,19 @@ def run(args: argparse.Namespace) -> int:
     sinks: list[Any] = [StdoutSink() if args.json else StdoutSink(formatter=human_line)]
     if args.output is not None:
         sinks.append(JsonlFileSink(args.output))
-    pipeline = Pipeline(model, top_k=args.top_k, threshold=args.threshold, resize=args.resize, sinks=sinks)
-    session = sync_hooks.start_sync(args, pipeline)
+    settings = sources_settings(args)
+    board = SourceBoard()
+    mux = SourceMux(build_feeds(settings), board, stop)
+    board.subscribe(_print_state)
+    # A live frame is taken when the interpreter is free (the newest); decoding ahead would queue old ones.
+    overlap = False if mux.live else None
+    pipeline = Pipeline(model, top_k=args.top_k, threshold=args.threshold, resize=args.resize, sinks=sinks,
+                        overlap=overlap)
+    for spec in settings.sources:
+        if spec.top_k is not None or spec.threshold is not None or spec.resize is not None:
+            own = SourceModelOptions(spec.top_k, spec.threshold, spec.resize)
+            pipeline.set_source_options(spec.name, own)
+    session = sync_hooks.start_sync(args, pipeline, board)
     if session is not None:
         for sink in session.sinks:
             pipeline.add_sink(sink)
@@ -279,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
     failed = total = 0
     interrupted = False
     try:
-        for result in pipeline.run(_inputs(args, stop)):
+        for result in pipeline.run(_limited(iter(mux), args, stop)):
             total += 1
             failed += result.error is not None
     except KeyboardInterrupt:
@@ -287,6 +393,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         interrupted = interrupted or stop.is_set()
         stop.set()
+        mux.close()
         sdnotify.stopping()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
@@ -295,6 +402,7 @@ def run(args: argparse.Namespace) -> int:
         for sink in sinks:
             sink.close()
     _summary(pipeline.stats(), total, failed, interrupted, pipeline.model)  # the model serving now
+    _source_summary(board.snapshot(), settings)
     if total == 0 and not interrupted:
         return EXIT_ERROR
     return EXIT_FAILED if failed else EXIT_OK
@@ -310,3 +418,25 @@ def _summary(stats: dict[str, Any], total: int, failed: int, interrupted: bool, 
         file=sys.stderr,
     )
     log.debug("stats: %s", json.dumps(stats))
+
+
+def _print_state(state: Any) -> None:
+    """Each source's state changes on stderr: the run's own log of its cameras."""
+    if state.kind in ("files", "watch"):
+        return
+    reason = f" ({state.reason})" if state.reason else ""
+    print(f"edge run: source {state.name}: {state.state}{reason}", file=sys.stderr, flush=True)
+
+
+def _source_summary(snapshot: dict[str, Any], settings: Any) -> None:
+    if not settings.sources and not settings.url:
+        return
+    for name, s in snapshot.items():
+        if s["kind"] in ("files", "watch"):
+            continue
+        print(
+            f"edge run: source {name}: {s['captured']} frame(s) captured, {s['inferred']} inferred, "
+            f"{s['skipped']} skipped for a newer one, {s['motion_skipped']} without motion, "
+            f"{s['reconnects']} reconnect(s), {s['errors']} error(s); {s['state']}",
+            file=sys.stderr,
+        )

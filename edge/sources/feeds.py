@@ -1,0 +1,136 @@
+"""From settings to running sources: what each INPUT is, and the feeds ``edge run`` multiplexes.
+
+``kind_of`` tells a stream, camera, video file or Pi camera from files and folders; ``SourceSpec`` is one
+named source with its own options (from an INPUT with the command-line flags, or a ``[[source]]`` table);
+``build_feeds`` turns the settings of a run into feeds for ``SourceMux``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.errors import ConfigError
+from edge.sources.base import NAME_PATTERN, InputItem, mask_url, source_name_for, unique_names
+from edge.sources.files import expand_paths
+from edge.sources.live import Feed, FeedOptions, from_iterator
+from edge.sources.picamera import picamera_feed
+from edge.sources.snapshot import poll_url
+from edge.sources.stream import StreamOptions, is_camera, is_stream_url, is_video_file, stream_feed
+from edge.sources.watch import watch_folder
+
+FILES, WATCH, SNAPSHOT = "files", "watch", "snapshot"
+
+
+def kind_of(target: str) -> str:
+    """``picamera``, ``camera``, ``stream``, ``video`` or ``files`` (a file or folder of images)."""
+    if target.startswith("picamera:"):
+        return "picamera"
+    if is_camera(target):
+        return "camera"
+    if is_stream_url(target):
+        return "stream"
+    if is_video_file(target):
+        return "video"
+    return FILES
+
+
+def is_source(target: str) -> bool:
+    """Whether an INPUT is a stream, camera or video file (its own source) rather than an image path."""
+    return kind_of(target) != FILES
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """One named source and how it is read and inferred."""
+
+    target: str
+    name: str
+    stream: StreamOptions = field(default_factory=StreamOptions)
+    feed: FeedOptions = field(default_factory=FeedOptions)
+    top_k: int | None = None
+    threshold: float | None = None
+    resize: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.target)
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesSettings:
+    """Every input of one run: image files and folders, a watch folder, a snapshot URL, named sources."""
+
+    files: tuple[str, ...] = ()
+    watch: Path | None = None
+    url: str | None = None
+    interval: float = 5.0
+    sources: tuple[SourceSpec, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.files or self.watch or self.url or self.sources)
+
+    @property
+    def live(self) -> bool:
+        return any(spec.kind != "video" or spec.stream.realtime for spec in self.sources)
+
+
+def name_sources(targets: list[str], names: list[str]) -> list[str]:
+    """Names for ``targets``: ``names`` in order (``--source-name``), then names made from the targets."""
+    if len(names) > len(targets):
+        raise ConfigError(
+            f"--source-name given {len(names)} times for {len(targets)} stream/camera/video input(s); "
+            "give one name per source"
+        )
+    for name in names:
+        if not NAME_PATTERN.match(name):
+            raise ConfigError(f"source name {name!r}: use 1-64 letters, digits, _, - or .")
+    chosen = list(names) + [source_name_for(t) for t in targets[len(names):]]
+    return unique_names(chosen)
+
+
+def check_unique(specs: list[SourceSpec]) -> None:
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise ConfigError(f"two sources are named {spec.name!r}; give each its own name")
+        if spec.name in (FILES, WATCH, SNAPSHOT):
+            raise ConfigError(f"source name {spec.name!r} is kept for the {spec.name} input; choose another")
+        seen.add(spec.name)
+
+
+def build_feeds(settings: SourcesSettings) -> list[Feed]:
+    """The feeds of a run, in order: files, watch folder, snapshot URL, then each named source."""
+    feeds: list[Feed] = []
+    if settings.files:
+        files = settings.files
+
+        def listed(stop: threading.Event) -> Iterator[InputItem]:
+            return expand_paths(files)
+
+        feeds.append(Feed(FILES, FILES, ", ".join(files)[:200], from_iterator(listed), latest=False))
+    if settings.watch is not None:
+        folder = settings.watch
+
+        def watched(stop: threading.Event) -> Iterator[InputItem]:
+            return watch_folder(folder, stop)
+
+        feeds.append(Feed(WATCH, WATCH, str(folder), from_iterator(watched), latest=False))
+    if settings.url:
+        url, interval = settings.url, settings.interval
+
+        def polled(stop: threading.Event) -> Iterator[InputItem]:
+            return poll_url(url, interval, stop)
+
+        feeds.append(Feed(SNAPSHOT, SNAPSHOT, mask_url(url), from_iterator(polled), latest=True))
+    check_unique(list(settings.sources))
+    for spec in settings.sources:
+        if spec.kind == "picamera":
+            feeds.append(picamera_feed(spec.name, spec.target, spec.stream.video_size, spec.stream.video_fps,
+                                       spec.feed))
+        else:
+            feeds.append(stream_feed(spec.name, spec.target, spec.stream, spec.feed))
+    return feeds

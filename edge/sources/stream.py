@@ -1,0 +1,311 @@
+"""Video files, stream URLs and V4L2 cameras, decoded by PyAV (FFmpeg's libraries, binary wheels).
+
+- video files (``.mp4 .mkv .mov .avi .webm`` ...): every frame in order by default; ``realtime`` paces them at
+  their own frame rate and keeps only the newest frame, as a live source;
+- ``rtsp://``/``rtsps://`` (TCP by default), ``rtmp://``, ``http(s)://`` MJPEG (``multipart/x-mixed-replace``)
+  and HLS (``.m3u8``): live, newest frame only, reopened with backoff when they fail, drop or stall;
+  an ``http(s)://`` URL that answers with a single image is polled as a snapshot every ``interval`` seconds;
+- ``/dev/videoN``: a V4L2 camera with an optional size, frame rate and pixel format.
+
+Frames stay in the decoder's own format; they are scaled and converted to RGB (``AvFrame.to_array``) only for
+the frames that are inferred, at the size the model needs. Credentials in URLs never reach the log, the
+states or the results (``mask_url``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from edge.errors import ConfigError, SourceError
+from edge.sources.base import STREAMING, InputItem, mask_in, mask_url
+from edge.sources.live import Feed, FeedOptions, SourceContext, SourceStalled, reconnecting
+from edge.sources.snapshot import auth_header, fetch_snapshot, without_credentials
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".ts", ".mjpeg", ".mjpg", ".h264", ".h265")
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "rtp")
+RTSP_TRANSPORTS = ("tcp", "udp")
+VIDEO_FORMATS = {"mjpeg": "mjpeg", "yuyv": "yuyv422"}
+MAX_CORRUPT_IN_A_ROW = 100  # packets that fail to decode before the stream is reopened
+_HLS_TYPES = ("application/vnd.apple.mpegurl", "application/x-mpegurl", "audio/mpegurl", "audio/x-mpegurl")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """How a stream, file or camera is opened and read."""
+
+    rtsp_transport: str = "tcp"
+    video_size: tuple[int, int] | None = None  # V4L2 only
+    video_fps: float | None = None  # V4L2 only
+    video_format: str | None = None  # V4L2 only: mjpeg or yuyv
+    realtime: bool = False  # video files: pace at their frame rate, newest frame only
+    stall_timeout: float = 10.0  # seconds without data before a stream counts as stalled
+    open_timeout: float = 10.0
+    interval: float = 5.0  # an http URL that serves single images: seconds between snapshots
+
+
+def is_video_file(target: str) -> bool:
+    return "://" not in target and Path(target).suffix.lower() in VIDEO_SUFFIXES
+
+
+def is_stream_url(target: str) -> bool:
+    return urlsplit(target).scheme.lower() in STREAM_SCHEMES if "://" in target else False
+
+
+def is_camera(target: str) -> bool:
+    return target.startswith("/dev/video")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1280x720"`` as ``(1280, 720)``; a ConfigError naming the value otherwise."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--video-size {text!r}: expected WIDTHxHEIGHT, e.g. 1280x720") from None
+    if width < 1 or height < 1:
+        raise ConfigError(f"--video-size {text!r}: width and height must be at least 1")
+    return width, height
+
+
+def check_options(options: StreamOptions) -> StreamOptions:
+    if options.rtsp_transport not in RTSP_TRANSPORTS:
+        raise ConfigError(f"--rtsp-transport {options.rtsp_transport!r}: choose tcp or udp")
+    if options.video_format is not None and options.video_format not in VIDEO_FORMATS:
+        allowed = ", ".join(VIDEO_FORMATS)
+        raise ConfigError(f"--video-format {options.video_format!r}: choose one of {allowed}")
+    if options.video_fps is not None and options.video_fps <= 0:
+        raise ConfigError(f"--video-fps {options.video_fps}: must be more than 0")
+    if options.stall_timeout <= 0:
+        raise ConfigError(f"--stall-timeout {options.stall_timeout}: must be more than 0 seconds")
+    return options
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError as exc:  # armv7l has no wheel: see docs/sources.md
+        raise SourceError(
+            "video files, streams and cameras need PyAV, which is not installed: 'pip install av' "
+            "(on 32-bit Raspberry Pi OS: 'sudo apt install python3-av', see docs/sources.md)"
+        ) from exc
+    return av
+
+
+class AvFrame:
+    """A decoded PyAV frame; converted to RGB or grey only when asked, at the size asked."""
+
+    __slots__ = ("_frame", "_rgb", "_grey")
+
+    def __init__(self, frame: Any, rgb: Any, grey: Any) -> None:
+        self._frame = frame
+        self._rgb, self._grey = rgb, grey  # per-source VideoReformatters: they keep their scaler cached
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self._frame.width), int(self._frame.height)
+
+    def to_array(self, width: int, height: int) -> Any:
+        return self._rgb.reformat(self._frame, width=width, height=height, format="rgb24").to_ndarray()
+
+    def grey(self, width: int, height: int) -> Any:
+        return self._grey.reformat(self._frame, width=width, height=height, format="gray").to_ndarray()
+
+
+def _open_args(target: str, options: StreamOptions, kind: str) -> dict[str, Any]:
+    scheme = urlsplit(target).scheme.lower() if "://" in target else ""
+    container_options: dict[str, str] = {}
+    args: dict[str, Any] = {"timeout": (options.open_timeout, options.stall_timeout)}
+    if kind == "camera":
+        args["format"] = "v4l2"
+        if options.video_size:
+            container_options["video_size"] = "{}x{}".format(*options.video_size)
+        if options.video_fps:
+            container_options["framerate"] = f"{options.video_fps:g}"
+        if options.video_format:
+            container_options["input_format"] = VIDEO_FORMATS[options.video_format]
+    elif kind == "stream":
+        container_options["fflags"] = "nobuffer"  # live: hand each frame over as soon as it is decoded
+        if scheme in ("rtsp", "rtsps"):
+            container_options["rtsp_transport"] = options.rtsp_transport
+            container_options["allowed_media_types"] = "video"
+    args["container_options"] = container_options
+    return args
+
+
+def _reason(exc: BaseException, target: str) -> str:
+    """A one-line reason for a PyAV/OS error, without the URL's credentials."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    text = mask_in(str(text), target)
+    status = {401: "the camera refused the user name or password (HTTP/RTSP 401)",
+              403: "the camera refused access (403)", 404: "no such stream path on the camera (404)"}
+    for code, message in status.items():
+        if str(code) in text:
+            return message
+    return text
+
+
+def read_frames(context: SourceContext, target: str, options: StreamOptions, kind: str) -> bool:
+    """Open ``target`` and hand over its frames until it ends; True when any frame was delivered.
+
+    Raises ``SourceError`` when it cannot be opened or fails, ``SourceStalled`` when no data came for the
+    stall timeout.
+    """
+    av = _av()
+    shown = mask_url(target)
+    live = kind != "video" or options.realtime
+    try:
+        container = av.open(target, **_open_args(target, options, kind))
+    except av.ExitError as exc:
+        raise SourceError(f"cannot open {shown}: no answer within {options.open_timeout:g} s") from exc
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise SourceError(f"cannot open {shown}: {_reason(exc, target)}") from exc
+    delivered = False
+    try:
+        if not container.streams.video:
+            raise SourceError(f"{shown} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE" if live else "AUTO"  # frame threads would add frames of latency
+        rgb, grey = av.video.reformatter.VideoReformatter(), av.video.reformatter.VideoReformatter()
+        pace = _Pacer(context) if kind == "video" and options.realtime else None
+        corrupt_in_a_row = 0
+        for packet in container.demux(stream):
+            if context.stop.is_set():
+                break
+            try:
+                frames = packet.decode()
+            except av.ExitError:
+                raise
+            except (av.FFmpegError, ValueError) as exc:
+                context.count("errors")
+                corrupt_in_a_row += 1
+                if corrupt_in_a_row >= MAX_CORRUPT_IN_A_ROW:
+                    raise SourceError(f"{shown}: corrupt data ({_reason(exc, target)})") from exc
+                continue
+            corrupt_in_a_row = 0
+            for frame in frames:
+                if not delivered:
+                    delivered = True
+                    context.set_state(STREAMING)
+                if pace is not None and pace.wait(frame.time):
+                    return delivered
+                context.emit(InputItem("", AvFrame(frame, rgb, grey)))
+    except av.ExitError as exc:
+        raise SourceStalled(f"no data from {shown} for {options.stall_timeout:g} s") from exc
+    except (av.FFmpegError, OSError) as exc:
+        raise SourceError(f"{shown} failed: {_reason(exc, target)}") from exc
+    finally:
+        container.close()
+    return delivered
+
+
+class _Pacer:
+    """Holds frames of a video file back to the file's own frame rate (``--realtime``)."""
+
+    def __init__(self, context: SourceContext) -> None:
+        self.context = context
+        self.start: tuple[float, float] | None = None
+
+    def wait(self, pts_s: float | None) -> bool:
+        """Sleep until the frame at ``pts_s`` is due; True when the run is stopping."""
+        if pts_s is None:
+            return self.context.stop.is_set()
+        now = time.monotonic()
+        if self.start is None:
+            self.start = (now, pts_s)
+            return False
+        due = self.start[0] + (pts_s - self.start[1])
+        return self.context.wait(due - now) if due > now else self.context.stop.is_set()
+
+
+def _http_kind(url: str, timeout: float) -> str:
+    """What an http(s) URL serves, from its content type: ``mjpeg``, ``snapshot``, ``hls`` or ``video``."""
+    import urllib.error
+    import urllib.request
+
+    if urlsplit(url).path.lower().endswith(".m3u8"):
+        return "hls"
+    request = urllib.request.Request(without_credentials(url), headers=auth_header(url))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) only)
+            content_type = response.headers.get_content_type()
+    except urllib.error.HTTPError as exc:
+        raise SourceError(f"{mask_url(url)} answered HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SourceError(f"cannot reach {mask_url(url)} ({mask_in(str(reason), url)})") from exc
+    if content_type.startswith("multipart/"):
+        return "mjpeg"
+    if content_type.startswith("image/"):
+        return "snapshot"
+    if content_type in _HLS_TYPES:
+        return "hls"
+    return "video"
+
+
+def _http_session(url: str, options: StreamOptions) -> Any:
+    """One connection to an http(s) camera: an MJPEG/HLS/video stream, or snapshots polled while they work."""
+
+    def session(context: SourceContext) -> bool:
+        kind = _http_kind(url, options.open_timeout)
+        if kind != "snapshot":
+            return read_frames(context, url, options, "stream")
+        delivered = False
+        while not context.stop.is_set():
+            item = fetch_snapshot(url, "", options.open_timeout)
+            if item.error is not None:
+                raise SourceError(item.error)
+            if not delivered:
+                delivered = True
+                context.set_state(STREAMING)
+            context.emit(item)
+            context.wait(options.interval)
+        return delivered
+
+    return session
+
+
+def stream_feed(
+    name: str, target: str, options: StreamOptions, feed_options: FeedOptions | None = None
+) -> Feed:
+    """The feed of a video file, stream URL or V4L2 camera."""
+    check_options(options)
+    if is_camera(target):
+        kind = "camera"
+    elif is_stream_url(target):
+        kind = "stream"
+    elif is_video_file(target):
+        kind = "video"
+    else:
+        raise ConfigError(f"{target!r} is not a video file, stream URL or /dev/video camera")
+    shown = mask_url(target)
+    scheme = urlsplit(target).scheme.lower() if "://" in target else ""
+    if kind == "stream" and scheme in ("http", "https"):
+        return Feed(name, kind, shown, reconnecting(_http_session(target, options), retry=True), True,
+                    feed_options)
+    if kind == "video":
+        def video(context: SourceContext) -> bool:
+            if not Path(target).is_file():
+                raise SourceError(f"{target}: no such video file; check the path")
+            return read_frames(context, target, options, kind)
+
+        return Feed(name, kind, shown, reconnecting(video, retry=False), options.realtime, feed_options)
+    if kind == "camera":
+        existed = Path(target).exists()
+
+        def camera(context: SourceContext) -> bool:
+            if not existed and not Path(target).exists():
+                raise SourceError(f"{target}: no such camera; check 'ls /dev/video*' (is it plugged in?)")
+            return read_frames(context, target, options, kind)
+
+        return Feed(name, kind, shown, reconnecting(camera, retry=existed), True, feed_options)
+
+    def stream(context: SourceContext) -> bool:
+        return read_frames(context, target, options, kind)
+
+    return Feed(name, kind, shown, reconnecting(stream, retry=True), True, feed_options)
