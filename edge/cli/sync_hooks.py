@@ -73,6 +73,7 @@ def device_options(args: argparse.Namespace) -> Any:
     from cloud_sync.device import DeviceOptions
     from cloud_sync.topics import check_prefix, check_segment
     from edge.cli.update_hooks import _device_id, _state_dir
+    from edge.sources.feeds import is_source
 
     if args.ha_threshold > 1:
         raise ConfigError(f"--ha-threshold {args.ha_threshold} is above 1; pass a score between 0 and 1")
@@ -89,7 +90,8 @@ def device_options(args: argparse.Namespace) -> Any:
         ha_labels=tuple(args.ha_label),
         ha_off_delay_s=args.ha_off_delay,
         ha_threshold=args.ha_threshold,
-        inputs=tuple(Path(p) for p in getattr(args, "inputs", None) or ()),
+        # files and folders only: `cmd/snapshot` may read under them (never a stream URL with its password)
+        inputs=tuple(Path(p) for p in getattr(args, "inputs", None) or () if not is_source(str(p))),
         watch=getattr(args, "watch", None),
     )
 

@@ -208,12 +208,18 @@ def mask_url(url: str) -> str:
 
 
 def mask_in(text: str, url: str) -> str:
-    """``text`` (an error message, say) with every occurrence of ``url`` and its password masked."""
-    masked = mask_url(url)
-    text = text.replace(url, masked)
-    password = urlsplit(url).password if "://" in url else None
-    if password:
-        text = text.replace(password, "***")
+    """``text`` (an error message, say) with ``url`` masked, and its password and secret values wherever
+    they appear on their own."""
+    text = text.replace(url, mask_url(url))
+    if "://" not in url:
+        return text
+    parts = urlsplit(url)
+    secrets = [parts.password or ""] + [
+        v for k, v in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_QUERY_KEYS.search(k)
+    ]
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:  # a one-letter value would mask unrelated text
+            text = text.replace(secret, "***")
     return text
 
 

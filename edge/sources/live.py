@@ -173,7 +173,9 @@ class Feed:
             context.set_state(DOWN, str(exc))
         except Exception as exc:  # a broken source must not take the others down
             log.warning("source %s failed", self.name, exc_info=True)
-            context.set_state(DOWN, f"{type(exc).__name__}: {exc}")
+            reason = f"{type(exc).__name__}: {exc}"
+            context.emit(InputItem(self.target, error=f"source {self.name} failed ({reason})"))
+            context.set_state(DOWN, reason)
         finally:
             if context.board.state(self.name).state != DOWN:
                 context.set_state(FINISHED)
