@@ -134,6 +134,10 @@ def _open_args(target: str, options: StreamOptions, kind: str) -> dict[str, Any]
         if scheme in ("rtsp", "rtsps"):
             container_options["rtsp_transport"] = options.rtsp_transport
             container_options["allowed_media_types"] = "video"
+            # FFmpeg would otherwise read ~2 s of stream to probe it and hand those frames over in a burst,
+            # running that far behind live; the SDP already says what the stream is.
+            container_options["analyzeduration"] = "0"
+            container_options["probesize"] = "32"
     args["container_options"] = container_options
     return args
 
@@ -170,7 +174,9 @@ def read_frames(context: SourceContext, target: str, options: StreamOptions, kin
         if not container.streams.video:
             raise SourceError(f"{shown} has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "SLICE" if live else "AUTO"  # frame threads would add frames of latency
+        # Live: one decoder thread. Frame threads hold frames back (latency); FFmpeg's slice threads give
+        # half-grey frames on multi-slice H.264 as many IP cameras send it. Files: all the threads it likes.
+        stream.thread_type = "NONE" if live else "AUTO"
         rgb, grey = av.video.reformatter.VideoReformatter(), av.video.reformatter.VideoReformatter()
         pace = _Pacer(context) if kind == "video" and options.realtime else None
         corrupt_in_a_row = 0
