@@ -328,3 +328,30 @@ def test_latest_frame_never_builds_a_backlog(assets: Assets, rtsp_server: Any) -
     assert p95 < 2 * frame_ms + float(np.median(invoke)) + 10, (p95, np.median(invoke))
     assert counts["skipped"] > 0.6 * counts["captured"]  # ~2 of every 3 frames skipped, counted
     assert counts["inferred"] == len(latency)
+
+
+def test_ctrl_c_during_a_stream_stops_cleanly_and_loses_nothing(
+    assets: Assets, rtsp_server: Any, mosquitto: Broker, runs: Any, tmp_path: Path
+) -> None:
+    from cloud_sync.outbox import read_stats
+
+    server = rtsp_server(fps=30)
+    watch = Watcher(mosquitto.url, "edge/pi/results")
+    state = tmp_path / "state"
+    run = runs(str(assets.model("digits_int8")), server.url, "--source-name", "cam", "--mqtt", mosquitto.url,
+               "--device-id", "pi", "--state-dir", str(state))
+    run.take(30, source="cam")
+    assert run.stop(signal.SIGINT) in (0, 130)
+    printed = len(run.all)
+    assert "edge run:" in run.stderr and "Traceback" not in run.stderr
+    assert "source cam:" in run.stderr  # the per-source summary
+    received = []
+    deadline = time.monotonic() + 30
+    while len(received) < printed and time.monotonic() < deadline:
+        with_timeout = max(0.1, deadline - time.monotonic())
+        received.append(watch.next_json("/results", timeout=with_timeout))
+    assert len(received) == printed  # every result produced reached the broker
+    assert sorted(r["frame"] for r in received) == sorted(r["frame"] for r in run.all)
+    stats = read_stats(state)
+    assert stats.pending == 0 and stats.last_seq == printed
+    watch.close()

@@ -281,3 +281,13 @@ name = "x y"
     assert any("unknown key 'source[1].fsp' (did you mean 'fps'?)" in e for e in errors), errors
     assert any(e.startswith("source[2].name is 'x y'") for e in errors), errors
     assert any("source[2] has no input" in e for e in errors), errors
+
+
+def test_the_readme_two_camera_config_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "cams.toml"
+    path.write_text(block)
+    config, errors = check_config(path)
+    assert errors == [] and config is not None
+    assert [t["name"] for t in config.values["source"]] == ["driveway", "door"]
