@@ -13,11 +13,19 @@ ROOT := $(abspath .)
 
 setup: $(VENV)/.installed
 
-# Debian packages the project needs: python3-venv (for venvs) and mosquitto (tests start their own broker).
+# Debian packages the project needs: python3-venv (for venvs), mosquitto (tests start their own broker) and
+# GStreamer's RTSP server for Debian's /usr/bin/python3 (tests/stream_servers/rtsp_server.py: the tests' live
+# H.264 camera; gir1.2-gst-rtsp-server-1.0 brings plugins-base/-good/-bad with it, x264enc is in -ugly).
 system-deps:
 	@missing=""; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || missing="$$missing mosquitto mosquitto-clients"; \
+	/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" \
+	  2>/dev/null || missing="$$missing python3-gi gir1.2-gst-rtsp-server-1.0"; \
+	command -v gst-inspect-1.0 >/dev/null 2>&1 || missing="$$missing gstreamer1.0-tools"; \
+	gst-inspect-1.0 appsrc >/dev/null 2>&1 || missing="$$missing gstreamer1.0-plugins-base"; \
+	gst-inspect-1.0 rtph264pay >/dev/null 2>&1 || missing="$$missing gstreamer1.0-plugins-good"; \
+	gst-inspect-1.0 x264enc >/dev/null 2>&1 || missing="$$missing gstreamer1.0-plugins-ugly"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
@@ -44,7 +52,8 @@ $(VENV_EDGE)/.installed: pyproject.toml | system-deps
 $(VENV_LEGACY)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV_LEGACY)
 	$(VENV_LEGACY)/bin/pip install $(PIP_FLAGS) --no-deps -e .
-	$(VENV_LEGACY)/bin/pip install $(PIP_FLAGS) 'numpy<2' pillow 'paho-mqtt>=2,<3' cryptography 'tflite-runtime==2.14.0' pytest
+	$(VENV_LEGACY)/bin/pip install $(PIP_FLAGS) 'numpy<2' pillow 'paho-mqtt>=2,<3' cryptography 'tflite-runtime==2.14.0' pytest \
+	  'av<19' inotify_simple
 	@echo "(pip's note that ai-edge-litert is not installed is expected: this environment tests tflite-runtime alone)"
 	touch $@
 

@@ -130,7 +130,9 @@ def _open_args(target: str, options: StreamOptions, kind: str) -> dict[str, Any]
         if options.video_format:
             container_options["input_format"] = VIDEO_FORMATS[options.video_format]
     elif kind == "stream":
-        container_options["fflags"] = "nobuffer"  # live: hand each frame over as soon as it is decoded
+        if scheme in ("rtsp", "rtsps", "rtmp", "rtmps"):
+            # live: no buffering of the probed packets (on HLS it would drop the first segments' frames)
+            container_options["fflags"] = "nobuffer"
         if scheme in ("rtsp", "rtsps"):
             container_options["rtsp_transport"] = options.rtsp_transport
             container_options["allowed_media_types"] = "video"
@@ -174,8 +176,7 @@ def read_frames(context: SourceContext, target: str, options: StreamOptions, kin
         if not container.streams.video:
             raise SourceError(f"{shown} has no video stream")
         stream = container.streams.video[0]
-        # Live: one decoder thread. Frame threads hold frames back (latency); FFmpeg's slice threads give
-        # half-grey frames on multi-slice H.264 as many IP cameras send it. Files: all the threads it likes.
+        # Live: one decoder thread, the lowest latency (frame threads hold frames back). Files: any threads.
         stream.thread_type = "NONE" if live else "AUTO"
         rgb, grey = av.video.reformatter.VideoReformatter(), av.video.reformatter.VideoReformatter()
         pace = _Pacer(context) if kind == "video" and options.realtime else None

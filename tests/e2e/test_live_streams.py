@@ -149,10 +149,16 @@ def mostly_right(
     )
 
 
-@pytest.mark.parametrize("name", ["clip.mp4", "clip.webm", "clip.avi", "clip.mkv"])
-def test_a_video_file_is_read_frame_by_frame_in_order(assets: Assets, video_file: Any, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "codec"),
+    [("clip.mp4", "h264"), ("clip.webm", "vp9"), ("clip.avi", "mjpeg"), ("clip.mkv", "hevc"),
+     ("clip.mov", "mpeg4")],
+)
+def test_a_video_file_is_read_frame_by_frame_in_order(
+    assets: Assets, video_file: Any, name: str, codec: str
+) -> None:
     frames, labels = digit_frames(assets, hold=4)
-    path = video_file(name, frames, fps=15)
+    path = video_file(name, frames, fps=15, codec=codec)
     done = subprocess.run([*EDGE, "run", str(assets.model("digits_int8")), str(path), "--json", "--resize",
                            "crop", "--top-k", "1", "--profile", "none"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
@@ -166,6 +172,64 @@ def test_a_video_file_is_read_frame_by_frame_in_order(assets: Assets, video_file
     assert captured == sorted(captured) and abs(captured[0] - time.time()) < 120
     assert all(r["timing_ms"]["capture_to_result"] >= r["timing_ms"]["invoke"] for r in records)
     assert "source clip: finished" in done.stderr
+
+
+def test_realtime_paces_a_video_file_at_its_frame_rate(assets: Assets, video_file: Any) -> None:
+    frames, labels = digit_frames(assets, hold=10)  # 80 frames: 5.3 s at 15 fps
+    path = video_file("paced.mp4", frames, fps=15)
+    command = [*EDGE, "run", str(assets.model("digits_int8")), str(path), "--json", "--resize", "crop",
+               "--profile", "none"]
+    fast = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    paced = subprocess.run([*command, "--realtime"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert fast.returncode == 0 and paced.returncode == 0, paced.stderr
+    for done in (fast, paced):
+        records = [json.loads(line) for line in done.stdout.splitlines()]
+        span = records[-1]["captured_at"] - records[0]["captured_at"]
+        if done is paced:
+            assert span >= 0.8 * (len(frames) - 1) / 15  # as a camera would deliver them
+            assert mostly_right(records, labels, hold=10) >= 0.9
+        else:
+            assert len(records) == len(frames)
+
+
+def test_an_hls_stream_over_http(assets: Assets, tmp_path: Path, runs: Any) -> None:
+    import functools
+    import http.server
+
+    import av
+
+    frames, labels = digit_frames(assets, hold=8)
+    folder = tmp_path / "hls"
+    folder.mkdir()
+    with av.open(str(folder / "index.m3u8"), "w", format="hls",
+                 options={"hls_time": "1", "hls_list_size": "0", "hls_playlist_type": "vod"}) as out:
+        stream = out.add_stream("libx264", rate=15, options={"x264-params": "keyint=15:scenecut=0"})
+        stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.asarray(frame), format="rgb24")))
+        out.mux(stream.encode(None))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/index.m3u8"
+        run = runs(str(assets.model("digits_int8")), url, "--resize", "crop", "--source-name", "hls")
+        records = run.take(40, source="hls")
+        assert mostly_right(records, labels, hold=8, live=True) >= 0.8
+        assert run.stop() == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_rtsp_over_udp(assets: Assets, rtsp_server: Any, runs: Any) -> None:
+    frames, labels = digit_frames(assets)
+    server = rtsp_server(frames, fps=15)
+    run = runs(str(assets.model("digits_int8")), server.url, "--resize", "crop", "--rtsp-transport", "udp",
+               "--source-name", "udpcam")
+    records = run.take(30, source="udpcam")
+    assert mostly_right(records, labels, live=True) >= 0.7
+    assert run.stop() == 0
 
 
 def test_a_corrupt_video_file_fails_its_frames_not_the_run(
