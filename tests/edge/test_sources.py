@@ -1,16 +1,18 @@
-"""Input sources: files and folders, a watched folder, a snapshot URL served by a real local HTTP server."""
+"""Input sources: files and folders, a snapshot URL served by a real local HTTP server.
+
+The watched folder has its own tests: test_watch.py.
+"""
 
 from __future__ import annotations
 
 import http.server
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from edge.errors import ConfigError
-from edge.sources import InputItem, expand_paths, poll_url, watch_folder
+from edge.sources import expand_paths, poll_url
 
 
 @pytest.fixture
@@ -52,55 +54,6 @@ def test_expand_paths_walks_folders_sorted_and_keeps_missing_paths(tmp_path):
     items = list(expand_paths([tmp_path, tmp_path / "nope.jpg"]))
     names = [Path(i.name).relative_to(tmp_path).as_posix() for i in items]
     assert names == ["a.png", "b.jpg", "sub/c.jpg", "nope.jpg"]
-
-
-def test_watch_folder_yields_new_files_once_when_complete(tmp_path):
-    (tmp_path / "old.jpg").write_bytes(b"already here")
-    stop = threading.Event()
-    got: list[InputItem] = []
-
-    watching = watch_folder(tmp_path, stop, poll=0.05)  # files from now on count as new
-
-    def consume() -> None:
-        for item in watching:
-            got.append(item)
-            if len(got) == 2:
-                stop.set()
-
-    thread = threading.Thread(target=consume)
-    thread.start()
-    (tmp_path / ".incoming.tmp").write_bytes(b"partial")
-    (tmp_path / "first.jpg").write_bytes(b"1")
-    time.sleep(0.3)
-    (tmp_path / "second.jpg").write_bytes(b"2")
-    thread.join(timeout=10)
-    stop.set()
-    assert not thread.is_alive()
-    assert [Path(i.name).name for i in got] == ["first.jpg", "second.jpg"]
-
-
-def test_watch_folder_takes_a_reused_name_again_once_the_old_file_was_removed(tmp_path):
-    stop = threading.Event()
-    guard = threading.Timer(20, stop.set)  # ends the watch (and fails the test) instead of hanging
-    guard.start()
-    try:
-        watching = watch_folder(tmp_path, stop, poll=0.02)
-        (tmp_path / "snapshot.jpg").write_bytes(b"1")
-        assert Path(next(watching).name).name == "snapshot.jpg"
-        (tmp_path / "snapshot.jpg").unlink()  # processed and removed, as a camera pipeline does
-        (tmp_path / "other.jpg").write_bytes(b"2")
-        assert Path(next(watching).name).name == "other.jpg"  # the watch has listed the folder since
-        (tmp_path / "snapshot.jpg").write_bytes(b"3")
-        item = next(watching, None)
-        assert item is not None and Path(item.name).name == "snapshot.jpg"
-    finally:
-        guard.cancel()
-        stop.set()
-
-
-def test_watch_folder_that_does_not_exist(tmp_path):
-    with pytest.raises(ConfigError, match="not a folder"):
-        watch_folder(tmp_path / "nope", threading.Event())
 
 
 def test_poll_url_fetches_snapshots(camera, assets):
