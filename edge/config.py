@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edge.cli.broker_options import MQTT_VERSIONS
 from edge.errors import ConfigError
 from edge.manifest import TASKS
 from edge.profiles import BACKENDS, DEVICE_PATTERN, RESIZE_MODES, list_profiles, load_profile
+from edge.settings import MQTT_VERSIONS
 
 NO_PROFILE = "none"  # `edge run --profile none`: no profile at all
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

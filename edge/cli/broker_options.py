@@ -1,6 +1,8 @@
 """Broker options of every MQTT command: ``--mqtt``, ``--mqtt-version``, ``--ca``, ``--cert``, ``--key``.
 
-``edge push-model`` names the TLS client key ``--cert-key`` (its ``--key`` is the signing key).
+``edge push-model`` names the TLS client key ``--cert-key`` (its ``--key`` is the signing key). The
+commands that take ``args`` use ``broker_settings(args)``; ``edge run``, whose flags become an
+``edge.settings.MqttSettings``, uses ``broker_from_settings``. The shared constants live in ``edge.settings``.
 """
 
 from __future__ import annotations
@@ -8,11 +10,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from edge.settings import MQTT_VERSIONS, URL_HELP
+
 if TYPE_CHECKING:
     from cloud_sync.connection import BrokerSettings
-
-MQTT_VERSIONS = ("5", "3.1.1")
-URL_HELP = "broker: mqtt://[user:pass@]host[:port] or mqtts://..."
+    from edge.settings import MqttSettings
 
 
 def add_broker_arguments(
@@ -40,3 +42,10 @@ def broker_settings(args: argparse.Namespace, url: str | None = None) -> BrokerS
 
     key: Any = args.cert_key if hasattr(args, "cert_key") else args.key
     return parse_broker_url(url or args.mqtt, ca=args.ca, cert=args.cert, key=key)
+
+
+def broker_from_settings(mqtt: MqttSettings) -> BrokerSettings:
+    """The checked broker settings of ``edge run``'s ``mqtt`` (errors name ``--ca``/``--cert``/``--key``)."""
+    from cloud_sync.connection import parse_broker_url
+
+    return parse_broker_url(mqtt.url, ca=mqtt.ca, cert=mqtt.cert, key=mqtt.key)

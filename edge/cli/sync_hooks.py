@@ -4,13 +4,15 @@ Contract (``edge/cli/commands/run.py`` calls these):
 
 - ``add_sync_arguments(parser)`` adds ``--mqtt``, ``--prefix``, ``--device-id``, ``--state-dir``, TLS and
   Home Assistant options to ``edge run``'s parser.
-- ``start_sync(args, pipeline, board=None)`` returns ``None`` when no ``--mqtt`` was given, else a
-  ``SyncSession`` whose ``sinks`` receive every result record, whose ``connection`` is the live
-  ``MqttConnection`` (shared with the update agent) and whose ``close()`` flushes and disconnects.
+- ``start_sync(settings, pipeline, board=None)`` takes the run's ``edge.settings.RunSettings`` (built once
+  from the flags and ``--config``; never argparse's ``Namespace``) and returns ``None`` when it has no
+  ``mqtt``, else a ``SyncSession`` whose ``sinks`` receive every result record, whose ``connection`` is the
+  live ``MqttConnection`` (shared with the update agent) and whose ``close()`` flushes and disconnects.
   With ``board`` (the run's ``edge.sources.SourceBoard``) every source state change is published
   (``<prefix>/<id>/sources/<name>/state``, retained), telemetry carries the sources and Home Assistant
   gets one connectivity binary_sensor per source. Set each source's final state (``finished`` or
   ``down``) *before* ``close()``: it publishes them, then the offline status.
+- ``device_options(mqtt, homeassistant, inputs=(), watch=None)``: the checked ``DeviceOptions``.
 
 Only this module (and ``update_hooks``) may import ``cloud_sync`` from ``edge``; it does so inside
 ``start_sync`` so ``edge --help`` never loads paho.
@@ -22,12 +24,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edge.cli.broker_options import add_broker_arguments, broker_settings
+from edge.cli.broker_options import add_broker_arguments, broker_from_settings
 from edge.errors import ConfigError
 from edge.fsutil import default_state_dir
 from edge.sinks import Sink
 
 if TYPE_CHECKING:
+    from edge.settings import HomeAssistantSettings, ModelSettings, MqttSettings, RunSettings, UpdateSettings
     from edge.sources.base import SourceBoard
 
 
@@ -68,81 +71,78 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
                        help="minimum score for LABEL to count as seen (default: 0.5)")
 
 
-def device_options(args: argparse.Namespace) -> Any:
-    """``cloud_sync.device.DeviceOptions`` from parsed arguments (validated: errors name the flag)."""
+def device_options(
+    mqtt: MqttSettings,
+    homeassistant: HomeAssistantSettings,
+    inputs: tuple[Path, ...] = (),
+    watch: Path | None = None,
+) -> Any:
+    """``cloud_sync.device.DeviceOptions`` from the run's settings (validated: errors name the flag).
+
+    ``inputs`` and ``watch``: the files, folders and watch folder of the run, what ``cmd/snapshot`` may read.
+    """
     from cloud_sync.device import DeviceOptions
     from cloud_sync.topics import check_prefix, check_segment
-    from edge.cli.update_hooks import _device_id, _state_dir
-    from edge.sources.feeds import is_source
+    from edge.cli.update_hooks import _device_id
 
-    if args.ha_threshold > 1:
-        raise ConfigError(f"--ha-threshold {args.ha_threshold} is above 1; pass a score between 0 and 1")
-    if args.ha_label and not args.ha_discovery:
+    ha = homeassistant
+    if ha.threshold > 1:
+        raise ConfigError(f"--ha-threshold {ha.threshold} is above 1; pass a score between 0 and 1")
+    if ha.labels and not ha.discovery:
         raise ConfigError("--ha-label needs --ha-discovery; add --ha-discovery")
     return DeviceOptions(
-        broker=broker_settings(args),
-        device_id=check_segment(_device_id(args), "device id", "--device-id"),
-        state_dir=_state_dir(args),  # the same folder as the model store's
-        prefix=check_prefix(args.prefix),
-        protocol=args.mqtt_version,
-        telemetry_interval_s=args.telemetry_interval,
-        ha_discovery=args.ha_discovery,
-        ha_labels=tuple(args.ha_label),
-        ha_off_delay_s=args.ha_off_delay,
-        ha_threshold=args.ha_threshold,
-        # files and folders only: `cmd/snapshot` may read under them (never a stream URL with its password)
-        inputs=tuple(Path(p) for p in getattr(args, "inputs", None) or () if not is_source(str(p))),
-        watch=getattr(args, "watch", None),
+        broker=broker_from_settings(mqtt),
+        device_id=check_segment(_device_id(mqtt), "device id", "--device-id"),
+        state_dir=mqtt.state_dir,  # the same folder as the model store's
+        prefix=check_prefix(mqtt.prefix),
+        protocol=mqtt.version,
+        telemetry_interval_s=mqtt.telemetry_interval,
+        ha_discovery=ha.discovery,
+        ha_labels=ha.labels,
+        ha_off_delay_s=ha.off_delay,
+        ha_threshold=ha.threshold,
+        inputs=inputs,
+        watch=watch,
     )
 
 
-def _reloader(args: argparse.Namespace, pipeline: Any) -> Any:
+def _reloader(
+    pipeline: Any, model: ModelSettings, updates: UpdateSettings, mqtt: MqttSettings | None
+) -> Any:
     """The ``reload`` command: load the model again (same file and options) and hot-swap it in."""
     if not hasattr(pipeline, "swap_model"):
         return None
 
     def reload() -> None:
         from edge.cli.update_hooks import wait_for_active_model
-        from edge.model import load_model
 
-        def one(values: Any) -> Any:
-            return None if values is None else tuple(values)
-
-        path = getattr(args, "model", None) or wait_for_active_model(args)
-        pipeline.swap_model(load_model(
-            path,
-            backend=getattr(args, "backend", None) or "auto",
-            threads=getattr(args, "threads", None),
-            task=getattr(args, "task", None),
-            mean=one(getattr(args, "mean", None)),
-            std=one(getattr(args, "std", None)),
-            delegate=getattr(args, "delegate", None),
-            device=getattr(args, "device", None),
-            require_accelerator=bool(getattr(args, "require_accelerator", False)),
-            labels=getattr(args, "labels", None),
-        ))
+        path = model.path or wait_for_active_model(updates, mqtt, model)
+        pipeline.swap_model(model.load(path))
 
     return reload
 
 
-def start_sync(
-    args: argparse.Namespace, pipeline: Any, board: SourceBoard | None = None
-) -> SyncSession | None:
-    """Connect to MQTT when ``--mqtt`` is set; None otherwise. ``board``: the sources whose states to publish.
+def start_sync(settings: RunSettings, pipeline: Any, board: SourceBoard | None = None) -> SyncSession | None:
+    """Connect to MQTT when ``settings.mqtt`` is set; None otherwise. ``board``: the sources whose states to
+    publish.
 
     A broker that refuses the credentials or the certificate raises ``BrokerError`` (one line, exit 2);
     an unreachable broker is only a warning: results wait in the outbox until it is back.
     """
-    if not getattr(args, "mqtt", None):
+    mqtt = settings.mqtt
+    if mqtt is None:
         return None
     from cloud_sync.device import DeviceSync
     from edge.cli.update_hooks import check_update_options, start_updates
 
-    options = device_options(args)
-    check_update_options(args)  # a bad --trust or --group fails before anything connects
-    sync = DeviceSync(options, pipeline, reload=_reloader(args, pipeline), sources=board).start()
+    # files and folders only: `cmd/snapshot` may read under them (never a stream URL with its password)
+    inputs = tuple(Path(p) for p in settings.sources.files)
+    options = device_options(mqtt, settings.homeassistant, inputs, settings.sources.watch)
+    check_update_options(settings.updates)  # a bad --trust or --group fails before anything connects
+    reload = _reloader(pipeline, settings.model, settings.updates, mqtt)
+    sync = DeviceSync(options, pipeline, reload=reload, sources=board).start()
     try:
-        sync.updates = start_updates(args, pipeline, sync.connection)
+        sync.updates = start_updates(settings.updates, mqtt, settings.model, pipeline, sync.connection)
     except BaseException:
         sync.close(drain_timeout=0)
         raise

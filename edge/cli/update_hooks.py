@@ -2,11 +2,20 @@
 
 - ``add_update_arguments(parser)`` adds ``--trust`` (repeatable), ``--group``, ``--max-model-size`` and the
   health-window options.
-- ``wait_for_active_model(args)`` returns the path of the store's active model when ``edge run`` got no
-  MODEL argument; while the store in ``--state-dir`` is empty it runs the update agent alone (no pipeline
-  yet) until a first model is accepted.
-- ``start_updates(args, pipeline, connection)`` starts the update agent on the MQTT connection; returns an
-  object with ``close()``, or None when updates are not configured (no ``--trust``).
+
+The rest take ``edge.settings`` objects (``edge run`` builds them once from its flags and ``--config``),
+never argparse's ``Namespace``:
+
+- ``check_update_options(updates)`` checks the health window, size and ``--group`` names and reads the
+  ``--trust`` keys into a ``TrustStore``; None when updates are off (no key).
+- ``wait_for_active_model(updates, mqtt, model)`` returns the path of the store's active model when
+  ``edge run`` got no MODEL argument; while the store in ``updates.state_dir`` is empty it runs the update
+  agent alone (no pipeline yet) until a first model is accepted.
+- ``start_updates(updates, mqtt, model, pipeline, connection)`` starts the update agent on the MQTT
+  connection; returns an object with ``close()``, or None when updates are not configured (no ``--trust``).
+
+``mqtt`` gives the broker, device id and topic prefix; ``model`` the backend and threads a new model loads
+with.
 """
 
 from __future__ import annotations
@@ -15,10 +24,13 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.errors import ConfigError
 from edge.fsutil import default_state_dir
+
+if TYPE_CHECKING:
+    from edge.settings import ModelSettings, MqttSettings, UpdateSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,89 +80,84 @@ def add_update_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _state_dir(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "state_dir", None) or default_state_dir())
-
-
-def _device_id(args: argparse.Namespace) -> str:
+def _device_id(mqtt: MqttSettings) -> str:
+    """``--device-id``, else the host name."""
     from cloud_sync.topics import default_device_id
 
-    return str(getattr(args, "device_id", None) or default_device_id())
+    return str(mqtt.device_id or default_device_id())
 
 
-def check_update_options(args: argparse.Namespace) -> Any:
+def check_update_options(updates: UpdateSettings) -> Any:
     """The update options, checked before anything connects: health window, size, ``--group`` names and the
     ``--trust`` key files (read into the returned ``TrustStore``); None when updates are off."""
-    if not getattr(args, "trust", None):
+    if not updates.enabled:
         return None
     from cloud_sync.errors import PayloadError
     from cloud_sync.update_protocol import check_topic_part
     from edge.signing import TrustStore
 
-    if args.health_inferences < 1 or args.health_seconds <= 0:
+    if updates.health_inferences < 1 or updates.health_seconds <= 0:
         raise ConfigError("--health-inferences must be at least 1 and --health-seconds more than 0")
-    if args.max_model_size <= 0:
-        raise ConfigError(f"--max-model-size must be more than 0 MB, got {args.max_model_size}")
+    if updates.max_model_size_mb <= 0:
+        raise ConfigError(f"--max-model-size must be more than 0 MB, got {updates.max_model_size_mb}")
     try:
-        for group in args.update_groups:
+        for group in updates.groups:
             check_topic_part(group, "--group")
     except PayloadError as exc:
         raise ConfigError(str(exc)) from None
-    return TrustStore.from_files(args.trust)
+    return TrustStore.from_files(updates.trust)
 
 
-def _agent(args: argparse.Namespace, pipeline: Any, connection: Any) -> Any:
+def _agent(
+    updates: UpdateSettings, mqtt: MqttSettings, model: ModelSettings, pipeline: Any, connection: Any
+) -> Any:
     from cloud_sync.update_agent import UpdateAgent
     from edge.activation import PipelineActivator
     from edge.health import HealthPolicy
     from edge.store import ModelStore
 
-    trust = check_update_options(args)
-    store = ModelStore(_state_dir(args))
-    policy = HealthPolicy(inferences=args.health_inferences, seconds=args.health_seconds)
+    trust = check_update_options(updates)
+    store = ModelStore(updates.state_dir)
+    policy = HealthPolicy(inferences=updates.health_inferences, seconds=updates.health_seconds)
     activator = PipelineActivator(
-        pipeline,
-        store,
-        backend=getattr(args, "backend", None) or "auto",
-        threads=getattr(args, "threads", None),
-        policy=policy,
+        pipeline, store, backend=model.backend, threads=model.threads, policy=policy
     )
     return UpdateAgent(
         connection,
         store,
         trust,
         activator,
-        _device_id(args),
-        prefix=getattr(args, "prefix", "edge"),
-        groups=tuple(args.update_groups),
-        max_size=int(args.max_model_size * 1024 * 1024),
+        _device_id(mqtt),
+        prefix=mqtt.prefix,
+        groups=updates.groups,
+        max_size=int(updates.max_model_size_mb * 1024 * 1024),
     ).start()
 
 
-def wait_for_active_model(args: argparse.Namespace) -> Path:
-    """The active model of the store in ``--state-dir``; waits for a first update when the store is empty."""
+def wait_for_active_model(updates: UpdateSettings, mqtt: MqttSettings | None, model: ModelSettings) -> Path:
+    """The active model of the store in ``updates.state_dir``; waits for a first update when it is empty."""
     from edge.store import ModelStore
 
-    store = ModelStore(_state_dir(args))
+    store = ModelStore(updates.state_dir)
     path = store.active_path()
     if path is not None:
         return path
-    if not getattr(args, "mqtt", None) or not getattr(args, "trust", None):
+    if mqtt is None or not updates.enabled:
         raise ConfigError(
-            f"no MODEL given and the model store in {_state_dir(args)} is empty; pass a MODEL, or --mqtt URL "
-            "and --trust signing.pub to wait for one pushed with 'edge push-model'"
+            f"no MODEL given and the model store in {updates.state_dir} is empty; pass a MODEL, or --mqtt "
+            "URL and --trust signing.pub to wait for one pushed with 'edge push-model'"
         )
     from cloud_sync.connection import MqttConnection, client_id_for
-    from edge.cli.broker_options import broker_settings
+    from edge.cli.broker_options import broker_from_settings
 
-    check_update_options(args)  # before connecting
-    broker = broker_settings(args)
+    check_update_options(updates)  # before connecting
+    broker = broker_from_settings(mqtt)
     connection = MqttConnection(
-        broker, client_id_for(_device_id(args), "first-model"), protocol=getattr(args, "mqtt_version", "5")
+        broker, client_id_for(_device_id(mqtt), "first-model"), protocol=mqtt.version
     ).start(require=False)
-    agent = _agent(args, None, connection)
+    agent = _agent(updates, mqtt, model, None, connection)
     print(
-        f"edge run: the model store in {_state_dir(args)} is empty; waiting for a model pushed to "
+        f"edge run: the model store in {updates.state_dir} is empty; waiting for a model pushed to "
         f"device {agent.device_id}",
         flush=True,
     )
@@ -163,9 +170,11 @@ def wait_for_active_model(args: argparse.Namespace) -> Path:
     return path
 
 
-def start_updates(args: argparse.Namespace, pipeline: Any, connection: Any) -> Any:
+def start_updates(
+    updates: UpdateSettings, mqtt: MqttSettings, model: ModelSettings, pipeline: Any, connection: Any
+) -> Any:
     """Start the update agent; None when updates are not configured."""
-    if not getattr(args, "trust", None):
+    if not updates.enabled:
         log.info("model updates are off: no --trust key given")
         return None
-    return _agent(args, pipeline, connection)
+    return _agent(updates, mqtt, model, pipeline, connection)

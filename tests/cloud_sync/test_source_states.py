@@ -19,7 +19,8 @@ from cloud_sync.device import DeviceOptions, DeviceSync
 from cloud_sync.homeassistant import SOURCE_TEMPLATE, source_object_id
 from cloud_sync.topics import DeviceTopics
 from edge import __version__
-from edge.cli.sync_hooks import add_sync_arguments, start_sync
+from edge.cli.commands import run as edge_run
+from edge.cli.sync_hooks import start_sync
 from edge.errors import ConfigError
 from edge.sources.base import SourceBoard, mask_url
 from tests.broker import Broker
@@ -236,15 +237,21 @@ def configs(watch: Watcher, wanted: set[str]) -> dict[str, dict[str, Any]]:
 
 
 def test_home_assistant_binary_sensor_per_source_through_start_sync(
-    mosquitto: Broker, tmp_path: Path, pipeline: Any
+    mosquitto: Broker, tmp_path: Path, pipeline: Any, assets: Any
 ) -> None:
     watch = Watcher(mosquitto.url, "homeassistant/#", "edge/cam-1/sources/#")
     board = make_board()
     parser = argparse.ArgumentParser()
-    add_sync_arguments(parser)
-    args = parser.parse_args(["--mqtt", mosquitto.url, "--device-id", "cam-1", "--state-dir", str(tmp_path),
+    edge_run.add_arguments(parser)  # edge run's own flags, turned into its settings as edge run does
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    args = parser.parse_args([str(assets.model("digits_int8")), str(inbox), "--mqtt", mosquitto.url,
+                              "--device-id", "cam-1", "--state-dir", str(tmp_path),
                               "--telemetry-interval", "0", "--ha-discovery"])
-    sync = start_sync(args, pipeline, board)
+    settings = edge_run.settings_from(args)
+    assert settings.mqtt is not None and settings.mqtt.device_id == "cam-1"
+    assert settings.homeassistant.discovery and settings.sources.files == (str(inbox),)
+    sync = start_sync(settings, pipeline, board)
     assert isinstance(sync, DeviceSync) and sync.sources is board
 
     topics = {name: f"homeassistant/binary_sensor/{NODE}/source_{name}/config" for name in TARGETS}

@@ -16,6 +16,8 @@ from typing import Any
 
 from edge.cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK, sync_hooks, update_hooks
 from edge.errors import ConfigError
+from edge.fsutil import default_state_dir
+from edge.settings import HomeAssistantSettings, ModelSettings, MqttSettings, RunSettings, UpdateSettings
 
 NAME = "run"
 HELP = (
@@ -137,15 +139,15 @@ def _first_path_as_input(args: argparse.Namespace) -> str | None:
     return moved
 
 
-def _check_store_for(moved: str, args: argparse.Namespace) -> None:
+def _check_store_for(moved: str, settings: RunSettings) -> None:
     """A path taken as an input with nothing to serve from the store: say what was understood."""
-    if getattr(args, "mqtt", None) and getattr(args, "trust", None):
+    if settings.mqtt is not None and settings.updates.enabled:
         return  # edge run waits for a first pushed model
     from edge.sources.base import mask_url
     from edge.sources.feeds import is_source
     from edge.store import ModelStore
 
-    state_dir = update_hooks._state_dir(args)
+    state_dir = settings.state_dir
     if ModelStore(state_dir).active_path() is not None:
         return
     if is_source(moved):
@@ -202,7 +204,7 @@ def _apply_suggested_profile(args: argparse.Namespace) -> None:
         args.device = profile.device
 
 
-def _one(values: list[float] | None) -> Any:
+def _one(values: list[float] | None) -> tuple[float, ...] | None:
     return None if values is None else tuple(values)
 
 
@@ -267,12 +269,13 @@ def _table_spec(table: dict[str, Any], stream: Any, feed: Any) -> Any:
     )
 
 
-def _limited(items: Iterator[Any], args: argparse.Namespace, stop: threading.Event) -> Iterator[Any]:
+def _limited(items: Iterator[Any], limit: int | None, stop: threading.Event) -> Iterator[Any]:
     items = itertools.takewhile(lambda _: not stop.is_set(), items)  # SIGTERM: take no more inputs
-    return itertools.islice(items, args.limit) if args.limit else items
+    return itertools.islice(items, limit) if limit else items
 
 
 def _check(args: argparse.Namespace) -> None:
+    """The run's own options (output and inputs), checked before the sources are."""
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     if args.top_k < 1:
@@ -287,12 +290,73 @@ def _check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--interval must be more than 0 seconds, got {args.interval}")
     if args.watch is not None and not Path(args.watch).is_dir():
         raise ConfigError(f"--watch {args.watch}: not a folder; create it or check the path")
-    settings = sources_settings(args)
-    if settings.empty:
+
+
+def settings_from(args: argparse.Namespace) -> RunSettings:
+    """The run's settings, checked, from its flags as merged with ``--config`` and the profile.
+
+    The only reader of ``args`` after the merge: every part of the run gets its piece of the result.
+    Checks whose values only a part can judge (broker URL, device id, ``--trust`` keys, the model) stay
+    with that part, so they fail where and when they did.
+    """
+    _check(args)
+    sources = sources_settings(args)
+    if sources.empty:
         raise ConfigError(
             "no input given; pass image files or folders, video files, stream URLs, /dev/videoN, "
             "--watch DIR or --url URL"
         )
+    state_dir = Path(args.state_dir or default_state_dir())
+    model = ModelSettings(
+        path=args.model or None,
+        backend=args.backend or "auto",
+        threads=args.threads,
+        task=args.task,
+        mean=_one(args.mean),
+        std=_one(args.std),
+        delegate=args.delegate,
+        device=args.device,
+        require_accelerator=bool(args.require_accelerator),
+        labels=args.labels,
+    )
+    mqtt = None
+    if args.mqtt:
+        mqtt = MqttSettings(
+            url=args.mqtt,
+            state_dir=state_dir,
+            version=args.mqtt_version,
+            ca=args.ca,
+            cert=args.cert,
+            key=args.key,
+            prefix=args.prefix,
+            device_id=args.device_id,
+            telemetry_interval=args.telemetry_interval,
+        )
+    return RunSettings(
+        model=model,
+        sources=sources,
+        updates=UpdateSettings(
+            state_dir=state_dir,
+            trust=tuple(args.trust or ()),
+            groups=tuple(args.update_groups or ()),
+            max_model_size_mb=args.max_model_size,
+            health_inferences=args.health_inferences,
+            health_seconds=args.health_seconds,
+        ),
+        mqtt=mqtt,
+        homeassistant=HomeAssistantSettings(
+            discovery=bool(args.ha_discovery),
+            labels=tuple(args.ha_label or ()),
+            off_delay=args.ha_off_delay,
+            threshold=args.ha_threshold,
+        ),
+        json=bool(args.json),
+        output=args.output,
+        top_k=args.top_k,
+        threshold=args.threshold,
+        resize=args.resize,
+        limit=args.limit,
+    )
 
 
 def human_line(record: dict[str, Any]) -> str:
@@ -327,65 +391,59 @@ def _shape(value: Any) -> tuple[int, ...]:
 def run(args: argparse.Namespace) -> int:
     moved = _first_path_as_input(args)  # before --config, so that its model.path can fill MODEL
     _apply_settings(args)
-    _check(args)
-    if moved is not None and not args.model:
-        _check_store_for(moved, args)
+    settings = settings_from(args)  # from here on only the settings travel, never args
+    if moved is not None and not settings.model.path:
+        _check_store_for(moved, settings)
     from edge import sdnotify
-    from edge.model import load_model
     from edge.pipeline import Pipeline, SourceModelOptions
     from edge.sinks import JsonlFileSink, StdoutSink
-    from edge.sources.base import SourceBoard
+    from edge.sources.base import DOWN, SourceBoard
     from edge.sources.feeds import build_feeds
     from edge.sources.live import SourceMux
 
     stop = threading.Event()
     # Under systemd (Type=notify, WatchdogSec=): ready once started, watchdog pings while the run lasts.
     sdnotify.start_keepalive(lambda: not stop.is_set())
-    sdnotify.ready("loading the model" if args.model else "waiting for a model")
-    model_path = args.model if args.model else update_hooks.wait_for_active_model(args)
-    model = load_model(
-        model_path,
-        backend=args.backend or "auto",
-        threads=args.threads,
-        task=args.task,
-        mean=_one(args.mean),
-        std=_one(args.std),
-        delegate=args.delegate,
-        device=args.device,
-        require_accelerator=bool(args.require_accelerator),
-        labels=args.labels,
+    sdnotify.ready("loading the model" if settings.model.path else "waiting for a model")
+    model_path = settings.model.path or update_hooks.wait_for_active_model(
+        settings.updates, settings.mqtt, settings.model
     )
-    sinks: list[Any] = [StdoutSink() if args.json else StdoutSink(formatter=human_line)]
-    if args.output is not None:
-        sinks.append(JsonlFileSink(args.output))
-    settings = sources_settings(args)
+    model = settings.model.load(model_path)
+    sinks: list[Any] = [StdoutSink() if settings.json else StdoutSink(formatter=human_line)]
+    if settings.output is not None:
+        sinks.append(JsonlFileSink(settings.output))
     board = SourceBoard()
-    mux = SourceMux(build_feeds(settings), board, stop)
+    mux = SourceMux(build_feeds(settings.sources), board, stop)
     board.subscribe(_print_state)
     # A live frame is taken when the interpreter is free (the newest); decoding ahead would queue old ones.
     overlap = False if mux.live else None
-    pipeline = Pipeline(model, top_k=args.top_k, threshold=args.threshold, resize=args.resize, sinks=sinks,
-                        overlap=overlap)
-    for spec in settings.sources:
+    pipeline = Pipeline(model, top_k=settings.top_k, threshold=settings.threshold, resize=settings.resize,
+                        sinks=sinks, overlap=overlap)
+    for spec in settings.sources.sources:
         if spec.top_k is not None or spec.threshold is not None or spec.resize is not None:
             own = SourceModelOptions(spec.top_k, spec.threshold, spec.resize)
             pipeline.set_source_options(spec.name, own)
-    session = sync_hooks.start_sync(args, pipeline, board)
+    session = sync_hooks.start_sync(settings, pipeline, board)
     if session is not None:
         for sink in session.sinks:
             pipeline.add_sink(sink)
     sdnotify.notify(f"STATUS=serving {model.name} v{model.version}")
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def on_term(signum: int, frame: Any) -> None:
-        stop.set()  # sources stop, the input in flight finishes, then sinks are flushed and closed
+        # Sources stop, the input in flight reaches every sink (stdout and the outbox alike), then sinks are
+        # flushed and closed. A second Ctrl-C interrupts at once.
+        if signum == signal.SIGINT and stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_term)
+        for sig in previous:
+            signal.signal(sig, on_term)
     failed = total = 0
     interrupted = False
     try:
-        for result in pipeline.run(_limited(iter(mux), args, stop)):
+        for result in pipeline.run(_limited(iter(mux), settings.limit, stop)):
             total += 1
             failed += result.error is not None
     except KeyboardInterrupt:
@@ -396,13 +454,17 @@ def run(args: argparse.Namespace) -> int:
         mux.close()
         sdnotify.stopping()
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if session is not None:
             session.close()  # flushes and closes its own sinks
         for sink in sinks:
             sink.close()
     _summary(pipeline.stats(), total, failed, interrupted, pipeline.model)  # the model serving now
-    _source_summary(board.snapshot(), settings)
+    snapshot = board.snapshot()
+    _source_summary(snapshot, settings.sources)
+    # a stream that never delivered a frame (wrong URL, camera off) failed, though it left no failed result
+    failed += sum(1 for s in snapshot.values() if s["state"] == DOWN and not (s["captured"] or s["inferred"]))
     if total == 0 and not interrupted:
         return EXIT_ERROR
     return EXIT_FAILED if failed else EXIT_OK
