@@ -121,9 +121,8 @@ class SourceContext:
         if old.state == state and old.reason == reason:
             return
         self.board.set_state(self.name, state, reason)
-        level = logging.WARNING if state in (DOWN, STALLED) else logging.INFO
-        suffix = f" ({reason})" if reason else ""
-        log.log(level, "source %s: %s%s", self.name, state, suffix)
+        # INFO: edge run prints every change itself; Python callers read the board or its listeners
+        log.info("source %s: %s%s", self.name, state, f" ({reason})" if reason else "")
 
     def count(self, field: str, n: int = 1) -> None:
         self.board.count(self.name, field, n)

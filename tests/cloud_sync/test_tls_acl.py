@@ -84,6 +84,8 @@ def test_acl_lets_a_device_publish_only_under_its_own_id(mosquitto_factory, tmp_
     cloud = MqttConnection(parse_broker_url(url.format(u="cloud")), "cloud").start()
     got: queue.Queue[Message] = queue.Queue()
     cloud.subscribe("edge/+/results", got.put)
+    assert cloud.publish("edge/cloud/results", b"probe").wait(WAIT)  # the subscription is in place
+    assert got.get(timeout=WAIT).payload == b"probe"
     dev1 = MqttConnection(
         parse_broker_url(url.format(u="dev1")), "edge-dev1", status_topic="edge/dev1/status"
     )

@@ -245,7 +245,9 @@ def test_an_offer_refused_for_the_size_limit_installs_once_the_limit_is_raised(
             device.close()
         device = start_device(mosquitto_module.url, state, "dev-small", [keys.pub], max_size=len(data))
         try:
-            wait_for(lambda: device.agent.status.state == "active", what="installed under the new limit")
+            # the status turns active as the store flips, just before the activator is called
+            wait_for(lambda: device.agent.status.state == "active" and device.activator.activated,
+                     what="installed under the new limit")
             assert device.store.active().version == 2
             assert [e.version for e in device.activator.activated] == [2]
         finally:
