@@ -17,7 +17,6 @@ content. Nothing from a package is executed or unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -45,6 +44,8 @@ SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")  # a sha256 as manifests, offers and 
 
 def sha256_hex(data: bytes) -> str:
     """The lowercase hex sha256 of ``data`` (package files, whole packages, transfer chunks)."""
+    import hashlib  # here: a bare .tflite never needs it, and it costs ~3 ms at start-up
+
     return hashlib.sha256(data).hexdigest()
 
 

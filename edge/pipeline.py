@@ -14,7 +14,6 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -273,6 +272,8 @@ class Pipeline:
         yield from self._overlapped(iterator)
 
     def _overlapped(self, iterator: Iterator[Any]) -> Iterator[InferenceResult]:
+        from concurrent.futures import ThreadPoolExecutor  # here: serial runs never need it
+
         pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="edge-decode")
         ready: queue.Queue[Any] = queue.Queue()  # futures, in input order
         slots = threading.Semaphore(self.decode_workers + 1)

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 CONNECTING, STREAMING, STALLED, DOWN, FINISHED = "connecting", "streaming", "stalled", "down", "finished"
 STATES = (CONNECTING, STREAMING, STALLED, DOWN, FINISHED)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".ts", ".mjpeg", ".mjpg", ".h264", ".h265")
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "rtp")
 _SECRET_QUERY_KEYS = re.compile(r"pass|pwd|token|key|auth|secret|user|sig", re.IGNORECASE)
 
 
@@ -221,6 +223,18 @@ def mask_in(text: str, url: str) -> str:
         if len(secret) >= 3:  # a one-letter value would mask unrelated text
             text = text.replace(secret, "***")
     return text
+
+
+def is_video_file(target: str) -> bool:
+    return "://" not in target and Path(target).suffix.lower() in VIDEO_SUFFIXES
+
+
+def is_stream_url(target: str) -> bool:
+    return urlsplit(target).scheme.lower() in STREAM_SCHEMES if "://" in target else False
+
+
+def is_camera(target: str) -> bool:
+    return target.startswith("/dev/video")
 
 
 def source_name_for(target: str | Path) -> str:

@@ -11,17 +11,31 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.errors import ConfigError
-from edge.sources.base import NAME_PATTERN, InputItem, mask_url, source_name_for, unique_names
-from edge.sources.files import expand_paths
+from edge.sources.base import (
+    NAME_PATTERN,
+    InputItem,
+    is_camera,
+    is_stream_url,
+    is_video_file,
+    mask_url,
+    source_name_for,
+    unique_names,
+)
 from edge.sources.live import Feed, FeedOptions, from_iterator
-from edge.sources.picamera import picamera_feed
-from edge.sources.snapshot import poll_url
-from edge.sources.stream import StreamOptions, is_camera, is_stream_url, is_video_file, stream_feed
-from edge.sources.watch import watch_folder
+
+if TYPE_CHECKING:
+    from edge.sources.stream import StreamOptions
 
 FILES, WATCH, SNAPSHOT = "files", "watch", "snapshot"
+
+
+def _stream_options() -> StreamOptions:
+    from edge.sources.stream import StreamOptions
+
+    return StreamOptions()
 
 
 def kind_of(target: str) -> str:
@@ -48,7 +62,7 @@ class SourceSpec:
 
     target: str
     name: str
-    stream: StreamOptions = field(default_factory=StreamOptions)
+    stream: StreamOptions = field(default_factory=lambda: _stream_options())
     feed: FeedOptions = field(default_factory=FeedOptions)
     top_k: int | None = None
     threshold: float | None = None
@@ -104,8 +118,11 @@ def check_unique(specs: list[SourceSpec]) -> None:
 
 def build_feeds(settings: SourcesSettings) -> list[Feed]:
     """The feeds of a run, in order: files, watch folder, snapshot URL, then each named source."""
+    # each kind's module is imported only when a run has that kind of source (start-up time)
     feeds: list[Feed] = []
     if settings.files:
+        from edge.sources.files import expand_paths
+
         files = settings.files
 
         def listed(stop: threading.Event) -> Iterator[InputItem]:
@@ -113,6 +130,8 @@ def build_feeds(settings: SourcesSettings) -> list[Feed]:
 
         feeds.append(Feed(FILES, FILES, ", ".join(files)[:200], from_iterator(listed), latest=False))
     if settings.watch is not None:
+        from edge.sources.watch import watch_folder
+
         folder = settings.watch
 
         def watched(stop: threading.Event) -> Iterator[InputItem]:
@@ -120,6 +139,8 @@ def build_feeds(settings: SourcesSettings) -> list[Feed]:
 
         feeds.append(Feed(WATCH, WATCH, str(folder), from_iterator(watched), latest=False))
     if settings.url:
+        from edge.sources.snapshot import poll_url
+
         url, interval = settings.url, settings.interval
 
         def polled(stop: threading.Event) -> Iterator[InputItem]:
@@ -129,8 +150,12 @@ def build_feeds(settings: SourcesSettings) -> list[Feed]:
     check_unique(list(settings.sources))
     for spec in settings.sources:
         if spec.kind == "picamera":
+            from edge.sources.picamera import picamera_feed
+
             feeds.append(picamera_feed(spec.name, spec.target, spec.stream.video_size, spec.stream.video_fps,
                                        spec.feed))
         else:
+            from edge.sources.stream import stream_feed
+
             feeds.append(stream_feed(spec.name, spec.target, spec.stream, spec.feed))
     return feeds

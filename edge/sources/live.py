@@ -16,9 +16,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from edge.errors import EdgeError, SourceError
-from edge.motion import MotionGate
 from edge.sources.base import (
     CONNECTING,
     DOWN,
@@ -152,7 +152,11 @@ class Feed:
         self.latest = latest
         self.options = options or FeedOptions()
         self.slot: Slot = Slot(threading.Condition(), latest)
-        self.gate = MotionGate(self.options.motion) if self.options.motion is not None else None
+        self.gate: Any = None
+        if self.options.motion is not None:
+            from edge.motion import MotionGate
+
+            self.gate = MotionGate(self.options.motion)
         self.next_due = 0.0
         self.thread: threading.Thread | None = None
 

@@ -22,14 +22,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge.errors import ConfigError, SourceError
-from edge.sources.base import STREAMING, InputItem, mask_in, mask_url
+from edge.sources.base import STREAMING, InputItem, is_camera, is_stream_url, is_video_file, mask_in, mask_url
 from edge.sources.live import Feed, FeedOptions, SourceContext, SourceStalled, reconnecting
 from edge.sources.snapshot import auth_header, fetch_snapshot, without_credentials
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".ts", ".mjpeg", ".mjpg", ".h264", ".h265")
-STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "rtp")
 RTSP_TRANSPORTS = ("tcp", "udp")
 VIDEO_FORMATS = {"mjpeg": "mjpeg", "yuyv": "yuyv422"}
 MAX_CORRUPT_IN_A_ROW = 100  # packets that fail to decode before the stream is reopened
@@ -48,18 +46,6 @@ class StreamOptions:
     stall_timeout: float = 10.0  # seconds without data before a stream counts as stalled
     open_timeout: float = 10.0
     interval: float = 5.0  # an http URL that serves single images: seconds between snapshots
-
-
-def is_video_file(target: str) -> bool:
-    return "://" not in target and Path(target).suffix.lower() in VIDEO_SUFFIXES
-
-
-def is_stream_url(target: str) -> bool:
-    return urlsplit(target).scheme.lower() in STREAM_SCHEMES if "://" in target else False
-
-
-def is_camera(target: str) -> bool:
-    return target.startswith("/dev/video")
 
 
 def parse_size(text: str) -> tuple[int, int]:
