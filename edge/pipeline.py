@@ -26,7 +26,7 @@ from edge.errors import ConfigError, EdgeError, InputError
 from edge.model import Model, to_input_tensor
 from edge.preprocess import DEFAULT_MAX_PIXELS, Geometry, check_mode, covering_size, fit, load_upright
 from edge.sinks import Sink
-from edge.sources.base import FrameImage, InputItem
+from edge.sources.base import InputItem, is_frame
 from edge.stats import RollingStats
 from edge.tasks import TaskResult
 
@@ -347,7 +347,7 @@ class Pipeline:
                         "shape through the Python API"
                     )
                 mode = self._resize_mode(model, prepared.source)
-                if isinstance(payload, FrameImage):  # decoded by its source: scaled straight to what we need
+                if is_frame(payload):  # decoded by its source: scaled straight to what we need
                     upright = payload.size
                     scaled = covering_size(upright[0], upright[1], spec.width, spec.height, mode)
                     image = Image.fromarray(payload.to_array(*scaled))

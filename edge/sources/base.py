@@ -65,6 +65,11 @@ class InputItem:
     captured_mono: float | None = None
 
 
+def is_frame(payload: object) -> bool:
+    """Whether ``payload`` is a ``FrameImage`` (duck-typed: isinstance on a Protocol costs ~11 us)."""
+    return hasattr(payload, "to_array") and hasattr(payload, "grey")
+
+
 def captured(item: InputItem, source: str, frame: int) -> InputItem:
     """``item`` stamped as frame ``frame`` of ``source``, captured now (when the item has no stamp yet)."""
     if item.captured_at is not None:

@@ -25,10 +25,10 @@ from edge.sources.base import (
     FINISHED,
     STALLED,
     STREAMING,
-    FrameImage,
     InputItem,
     SourceBoard,
     captured,
+    is_frame,
 )
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ class SourceMux:
             yield item
 
     def _moved(self, feed: Feed, item: InputItem) -> bool:
-        if feed.gate is None or not isinstance(item.payload, FrameImage):
+        if feed.gate is None or not is_frame(item.payload):
             return True
         if feed.gate.changed(item.payload):
             return True
