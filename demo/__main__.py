@@ -4,24 +4,29 @@
  2. ``edge convert --mode int8 --min-agreement 0.98``: a validated, quantized model package,
  3. ``edge keygen``: an Ed25519 key pair; ``edge push-model`` signs with it, the device trusts signing.pub,
  4. a local mosquitto on a free port (``cloud_sync.local_broker``), or the broker in ``$MQTT_URL``,
- 5. ``edge collect --db results.sqlite`` (the cloud-side collector) and ``edge run`` with an empty model
-    store, ``--trust``, ``--mqtt`` and ``--watch``: a device waiting for its first model,
+ 5. ``edge collect --db results.sqlite`` (the cloud-side collector); a live MJPEG camera on 127.0.0.1
+    (``demo.camera``, like an ESP32-CAM) showing the held-out digits (the test split, never trained on);
+    ``edge run`` with an empty model store, ``--trust``, ``--mqtt`` and the camera's ``/stream`` URL
+    (``--source-name camera --resize crop``): a device waiting for its first model (it opens its sources
+    only once it serves one),
  6. ``edge push-model --wait``: the model goes over MQTT; the device verifies, validates and activates it,
- 7. the held-out digits (the test split, never trained on) dropped as PNG files into the watch folder,
- 8. the results read back from the collector's database: accuracy against the labels in the file names,
-    latency p50/p95 from the results' ``timing_ms``, results sent, stored and lost.
+ 7. the camera starts its show: each digit held for ``HOLD`` frames at ``FPS``, so frame ``n`` shows digit
+    ``n // HOLD``; after the last frame the stream ends and the camera answers 503 from then on, so the
+    device's result for the last frame is its last result,
+ 8. the device stopped (SIGTERM) once every result reached the collector; the results read back from the
+    collector's database: accuracy of each result against the digit its ``frame`` showed, latency p50/p95
+    from ``timing_ms``, capture-to-result p50/p95, results sent, stored and lost, and the frames the device
+    skipped for a newer one (live semantics: skipped, never queued; not lost).
 
-Everything it started is stopped at the end, on failure and on Ctrl-C. Exit 0 only when every step worked
-and nothing was lost; otherwise 1 with a one-line reason. ``--json`` adds the summary as a last JSON line.
+Everything it started is stopped at the end, on failure and on Ctrl-C. Exit 0 only when every step worked,
+nothing was lost and every digit shown got a result; otherwise 1 with a one-line reason. ``--json`` adds
+the summary as a last JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import io
 import json
-import operator
 import os
 import re
 import secrets
@@ -34,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from demo.camera import DigitCamera
 from demo.processes import EDGE, DemoError, Service, display, run_command
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -42,7 +48,15 @@ DEFAULT_WORKDIR = Path("demo-out")
 MARKER = ".edge-demo"
 MIN_AGREEMENT = "0.98"
 PUSH_WAIT_S = 60
-HELD_OUT = re.compile(r"^digit-(\d+)-label-(\d)\.png$")
+SOURCE = "camera"  # the device's name for the camera (--source-name): in every result and MQTT topic
+FPS = 60.0  # the camera's frame rate...
+HOLD = 2  # ...and the frames each digit stays on: 450 digits in 15 s, each on screen for 33 ms
+FRAME_SIZE = 240  # the camera's picture: each 8x8 digit scaled up 30 times, NEAREST
+COUNTERS = re.compile(
+    rf"^edge run: source {SOURCE}: (?P<captured>\d+) frame\(s\) captured, (?P<inferred>\d+) inferred, "
+    r"(?P<skipped>\d+) skipped for a newer one, (?P<motion_skipped>\d+) without motion, "
+    r"(?P<reconnects>\d+) reconnect\(s\), (?P<errors>\d+) error\(s\); (?P<state>\S+)$"
+)
 STEPS = 8
 
 
@@ -55,13 +69,18 @@ class Summary:
     mode: str = ""
     device: str = ""
     broker: str = ""
-    held_out: int = 0
-    correct: int = 0
-    answered: int = 0
+    camera: str = ""  # the camera's /stream URL
+    fps: float = 0.0
+    hold: int = 0  # frames each digit is shown
+    held_out: int = 0  # digits the camera showed
+    frames: int = 0  # frames the camera sent (held_out * hold)
+    captured: int = 0  # frames the device decoded (its counter for the source)
+    skipped: int = 0  # frames the device skipped for a newer one (its counter; never queued, not lost)
+    answered: int = 0  # digits with at least one stored result
+    correct: int = 0  # stored results naming the digit their frame showed
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
-    probes: int = 0
-    sent: int = 0
-    stored: int = 0
+    sent: int = 0  # results the device numbered in its outbox
+    stored: int = 0  # results in the collector's database
     duplicates: int = 0
     gaps: int = 0
     wall_s: float = 0.0
@@ -69,7 +88,7 @@ class Summary:
 
     @property
     def accuracy(self) -> float:
-        return self.correct / self.held_out if self.held_out else 0.0
+        return self.correct / self.stored if self.stored else 0.0
 
     @property
     def lost(self) -> int:
@@ -85,20 +104,26 @@ class Summary:
 
     def render(self) -> str:
         total, invoke = self.latency_ms.get("total", {}), self.latency_ms.get("invoke", {})
+        capture = self.latency_ms.get("capture_to_result", {})
         return "\n".join(
             [
                 "summary",
                 "-------",
                 f"model        {self.model} v{self.version} ({self.mode}), pushed over MQTT to device "
                 f"{self.device} via {self.broker}",
-                f"accuracy     {self.accuracy:.2%} on {self.held_out} held-out digits "
-                f"({self.correct} correct, {self.answered} answered)",
-                f"latency      p50 {total.get('p50', 0):.2f} ms, p95 {total.get('p95', 0):.2f} ms per image "
+                f"camera       {self.camera}: MJPEG, {self.held_out} held-out digits x {self.hold} frames "
+                f"= {self.frames} frames at {self.fps:g} fps",
+                f"accuracy     {self.accuracy:.2%} of {self.stored} results name the digit their frame "
+                f"showed ({self.correct} correct); {self.answered} of {self.held_out} digits answered",
+                f"latency      p50 {total.get('p50', 0):.2f} ms, p95 {total.get('p95', 0):.2f} ms per frame "
                 f"(decode to result; invoke alone p50 {invoke.get('p50', 0):.2f} ms, "
                 f"p95 {invoke.get('p95', 0):.2f} ms)",
-                f"results      {self.sent} sent ({self.held_out} digits + {self.probes} readiness probe(s)), "
-                f"{self.stored} stored, {self.lost} lost, "
+                f"capture      p50 {capture.get('p50', 0):.2f} ms, p95 {capture.get('p95', 0):.2f} ms "
+                "from the frame decoded on the device to its result",
+                f"results      {self.sent} sent, {self.stored} stored, {self.lost} lost, "
                 f"{self.duplicates} duplicate(s) dropped by the collector, {self.gaps} seq gap(s)",
+                f"frames       {self.frames} sent by the camera, {self.captured} captured by the device, "
+                f"{self.sent} inferred; frames skipped for a newer one: {self.skipped} (not lost)",
                 f"wall time    {self.wall_s:.1f} s",
                 f"work folder  {self.workdir}",
             ]
@@ -120,19 +145,8 @@ def percentile_summary(values: list[float]) -> dict[str, float]:
     return {"p50": round(stats["p50"], 3), "p95": round(stats["p95"], 3)}
 
 
-def png_bytes(pixels: Any) -> bytes:
-    """A grayscale 8-bit PNG of one digit (pixels 0..255, shape (8, 8) or (8, 8, 1))."""
-    import numpy as np
-    from PIL import Image
-
-    array = np.clip(np.rint(np.asarray(pixels, dtype=np.float32).reshape(8, 8)), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 class Demo:
-    """The run: its work folder, the processes it started, and the results it read back."""
+    """The run: its work folder, the processes and the camera it started, and the results it read back."""
 
     def __init__(self, workdir: Path, limit: int | None) -> None:
         self.workdir = workdir
@@ -142,9 +156,12 @@ class Demo:
         self.broker: Any = None
         self.url = ""
         self.device_id = ""
+        self.camera: DigitCamera | None = None
+        self.labels: list[str] = []  # the label of each digit the camera shows, in order
         self.device: Service | None = None
         self.collector: Service | None = None
-        self.results: dict[str, dict[str, Any]] = {}  # file name -> the result the device printed
+        self.printed = 0  # result records the device printed
+        self.last_frame = -1  # the highest camera frame the device printed a result for
         self.summary = Summary(workdir=str(workdir.resolve()))
         self.started = time.monotonic()
 
@@ -152,17 +169,17 @@ class Demo:
 
     def run(self) -> Summary:
         self.prepare()
-        assets, probe, x_test, y_test = self.train()
+        assets, x_test, y_test = self.train()
         package = self.convert(assets)
         keys = self.keygen()
         self.start_broker()
         self.start_collector()
+        self.start_camera(x_test, y_test)
         self.start_device(keys / "signing.pub")
         self.push(package, keys / "signing.key")
-        self.wait_until_serving(probe)
-        names = self.drop(x_test, y_test)
-        self.wait_collected(names)
-        self.finish(names)
+        self.stream()
+        self.wait_collected()
+        self.finish()
         self.summary.wall_s = round(time.monotonic() - self.started, 1)
         return self.summary
 
@@ -180,8 +197,8 @@ class Demo:
         work.mkdir(parents=True)
         (work / MARKER).write_text("made by python -m demo; removed and rebuilt on each run\n")
 
-    def train(self) -> tuple[dict[str, Path], Any, Any, Any]:
-        """Train and save the model; returns the assets, a training digit (the probe) and the held-out set."""
+    def train(self) -> tuple[dict[str, Path], Any, Any]:
+        """Train and save the model; returns the assets and the held-out digits (pixels, labels)."""
         import numpy as np
 
         from converter.digits import load_digits_pixels, save_digits_assets
@@ -201,7 +218,7 @@ class Demo:
         x_test, y_test = held_out["x"], held_out["y"]
         if self.limit is not None:
             x_test, y_test = x_test[: self.limit], y_test[: self.limit]
-        return assets, data.x_train[0], x_test, y_test
+        return assets, x_test, y_test
 
     def convert(self, assets: dict[str, Path]) -> Path:
         models = self.workdir / "models"
@@ -294,9 +311,21 @@ class Demo:
             "it subscribed",
         )
 
+    def start_camera(self, x_test: Any, y_test: Any) -> None:
+        self.labels = [str(int(label)) for label in y_test]
+        self.camera = DigitCamera(list(x_test), fps=FPS, hold=HOLD, size=FRAME_SIZE).start()
+        camera = self.camera
+        self.summary.camera, self.summary.fps, self.summary.hold = camera.url, camera.fps, camera.hold
+        self.summary.held_out, self.summary.frames = len(self.labels), camera.frames
+        note(
+            f"camera {camera.url}: MJPEG (multipart/x-mixed-replace), {FRAME_SIZE}x{FRAME_SIZE} at "
+            f"{camera.fps:g} fps, {len(self.labels)} held-out digits x {camera.hold} frames; "
+            "it shows them once the device serves the model"
+        )
+
     def start_device(self, public_key: Path) -> None:
-        state, inbox = self.workdir / "device" / "state", self.workdir / "device" / "inbox"
-        inbox.mkdir(parents=True)
+        assert self.camera is not None
+        state = self.workdir / "device" / "state"
         argv = [
             *EDGE,
             "run",
@@ -308,8 +337,11 @@ class Demo:
             self.url,
             "--device-id",
             self.device_id,
-            "--watch",
-            str(inbox),
+            self.camera.url,
+            "--source-name",
+            SOURCE,
+            "--resize",
+            "crop",
             "--json",
             "--telemetry-interval",
             "5",
@@ -322,7 +354,10 @@ class Demo:
             60,
             "it waited for a model",
         )
-        note(f"device {self.device_id}: empty model store in {state}, watching {inbox}")
+        note(
+            f"device {self.device_id}: empty model store in {state}; "
+            f"it opens source {SOURCE} once it serves a model"
+        )
 
     def _device_line(self, stream: str, line: str) -> None:
         if stream != "out" or not line.startswith("{"):
@@ -331,8 +366,12 @@ class Demo:
             record = json.loads(line)
         except ValueError:
             return
-        if isinstance(record, dict) and isinstance(record.get("input"), str):
-            self.results[Path(record["input"]).name] = record
+        if not isinstance(record, dict) or "input" not in record:
+            return
+        self.printed += 1
+        frame = record.get("frame")
+        if record.get("source") == SOURCE and isinstance(frame, int):
+            self.last_frame = max(self.last_frame, frame)
 
     def push(self, package: Path, key: Path) -> None:
         argv = [*EDGE, "push-model", str(package), "--key", str(key), "--mqtt", self.url]
@@ -357,62 +396,52 @@ class Demo:
         detail = str(outcome.get("detail") or push.last_error())
         raise DemoError(f"edge push-model failed (exit {code}): {detail}")
 
-    def wait_until_serving(self, pixels: Any) -> None:
-        """The watcher takes files created after it started: drop a probe until the device answers it."""
-        from edge.fsutil import atomic_write_bytes
-
-        assert self.device is not None
-        inbox = self.workdir / "device" / "inbox"
-        deadline = time.monotonic() + 60
-        attempt = 0
-        while True:
-            attempt += 1
-            name = f"probe-{attempt}.png"
-            atomic_write_bytes(inbox / name, png_bytes(pixels))
-            try:
-                self.device.wait_for(
-                    functools.partial(operator.contains, self.results, name),
-                    3,
-                    f"the device's answer to {name}",
-                )
-                break
-            except DemoError:
-                if not self.device.running or time.monotonic() > deadline:
-                    raise
-        model = self.results[name].get("model") or {}
-        if model.get("version") != self.summary.version:
-            raise DemoError(f"the device serves {model} instead of v{self.summary.version} it was sent")
-
-    def drop(self, x_test: Any, y_test: Any) -> list[str]:
-        from edge.fsutil import atomic_write_bytes
-
-        inbox = self.workdir / "device" / "inbox"
-        step(7, f"dropping {len(x_test)} held-out digits as grayscale PNG files into {inbox}")
-        names = []
-        for index, (pixels, label) in enumerate(zip(x_test, y_test, strict=True)):
-            name = f"digit-{index:04d}-label-{int(label)}.png"
-            atomic_write_bytes(inbox / name, png_bytes(pixels))  # temp name, then rename: never half a file
-            names.append(name)
-        self.summary.held_out = len(names)
-        return names
-
-    def wait_collected(self, names: list[str]) -> None:
-        assert self.device is not None
-        began = time.monotonic()
-        self.device.wait_for(
-            lambda: all(n in self.results for n in names),
-            max(60.0, 0.2 * len(names)),
-            f"the device's results for {len(names)} images",
+    def stream(self) -> None:
+        """Start the camera's show; wait for the device's result for its last frame (always inferred: a live
+        source keeps its newest frame, and no frame ever comes after it)."""
+        assert self.camera is not None and self.device is not None
+        camera, device = self.camera, self.device
+        step(
+            7,
+            f"the camera shows the {len(self.labels)} held-out digits: {camera.frames} frames at "
+            f"{camera.fps:g} fps ({camera.seconds:.1f} s), read live by the device from {camera.url}",
         )
-        note(f"the device answered all {len(names)} in {time.monotonic() - began:.1f} s")
-        deadline = time.monotonic() + 60
-        while (stored := self.stored_count()) < len(self.results):
+        camera.show()
+        last = camera.frames - 1
+        try:
+            device.wait_for(
+                lambda: self.last_frame >= last,
+                camera.seconds + 30,
+                f"the device's result for the camera's last frame ({last})",
+            )
+        except DemoError as exc:
+            states = [line for line in device.lines["err"] if line.startswith(f"edge run: source {SOURCE}: ")]
+            seen = f"; its last result was for frame {self.last_frame}" if self.last_frame >= 0 else ""
+            raise DemoError(
+                f"{exc}{seen}; {states[-1] if states else 'it never opened the camera'}"
+            ) from None
+        # the camera marks its show finished just after writing the last frame: the device may answer first
+        if not camera.wait_finished(5) or self.last_frame > last:
+            raise DemoError(
+                f"the device's frame numbers ran past the camera's show (frame {self.last_frame} of "
+                f"{camera.frames}): its connection to the camera dropped mid-stream "
+                f"(see {self.logs}/device.err)"
+            )
+        note(
+            f"the stream ended after {camera.finished_at - camera.shown_at:.1f} s; the device printed "
+            f"{self.printed} results, the last for frame {last}"
+        )
+
+    def wait_collected(self) -> None:
+        began = time.monotonic()
+        deadline = began + 60
+        while (stored := self.stored_count()) < self.printed:
             if self.collector is None or not self.collector.running:
                 raise DemoError(
                     f"edge collect stopped: {self.collector.last_error() if self.collector else ''}"
                 )
             if time.monotonic() > deadline:
-                note(f"only {stored} of {len(self.results)} results reached the collector within 60 s")
+                note(f"only {stored} of {self.printed} results reached the collector within 60 s")
                 return
             time.sleep(0.1)
         note(f"the collector stored all {stored} results in {time.monotonic() - began:.1f} s")
@@ -430,17 +459,18 @@ class Demo:
             return 0  # not created yet
         return int(row[0])
 
-    def finish(self, names: list[str]) -> None:
+    def finish(self) -> None:
         step(
             8, "stopping the device and the collector; reading the results back from the collector's database"
         )
         assert self.device is not None and self.collector is not None
         code = self.device.stop()
-        device_summary = [line for line in self.device.lines["err"] if line.startswith("edge run:")]
         if code != 0:
             raise DemoError(f"edge run exited with status {code}: {self.device.last_error()}")
-        if device_summary:
-            note(device_summary[-1])
+        for line in self.device.lines["err"]:
+            if line.startswith("edge run: ") and (" input(s), " in line or COUNTERS.match(line)):
+                note(line)
+        self.read_counters()
         outbox = run_command(
             "outbox",
             [*EDGE, "outbox", "--state-dir", str(self.workdir / "device" / "state"), "--json"],
@@ -449,12 +479,11 @@ class Demo:
         )
         pending = json.loads("\n".join(outbox.lines["out"]))
         self.summary.sent = int(pending["last_seq"])
-        self.summary.probes = sum(name.startswith("probe-") for name in self.results)
         if pending["pending"]:
             note(f"{pending['pending']} message(s) still in the device's outbox (sent on its next start)")
-        if self.summary.sent != len(self.results):
+        if self.summary.sent != self.printed:
             raise DemoError(
-                f"the device printed {len(self.results)} results but its outbox numbered {self.summary.sent}"
+                f"the device printed {self.printed} results but its outbox numbered {self.summary.sent}"
             )
         self.collector.stop()
         try:
@@ -464,37 +493,82 @@ class Demo:
         streams = report.get("devices", {}).get(self.device_id, {})
         self.summary.duplicates = int(report.get("duplicates", 0))
         self.summary.gaps = sum(len(s["missing"]) for s in streams.values())
-        self.read_results(names)
+        self.read_results()
         if self.summary.stored != sum(int(s["stored"]) for s in streams.values()):
             raise DemoError("the collector's report and its database disagree on the results stored")
         if self.broker is None:
             self.forget_retained()
         self.stop_broker()
 
-    def read_results(self, names: list[str]) -> None:
+    def read_counters(self) -> None:
+        """The device's own counters for the camera (its end-of-run summary), checked against the show."""
+        assert self.device is not None
+        found = [m for m in map(COUNTERS.match, self.device.lines["err"]) if m]
+        if not found:
+            raise DemoError(f"edge run printed no counters for source {SOURCE} (see {self.logs}/device.err)")
+        counters = {k: int(v) for k, v in found[-1].groupdict().items() if k != "state"}
+        self.summary.captured, self.summary.skipped = counters["captured"], counters["skipped"]
+        frames = self.summary.frames
+        if counters["captured"] != frames:
+            raise DemoError(
+                f"the device captured {counters['captured']} of the camera's {frames} frames, so its frame "
+                "numbers no longer tell which digit a result saw"
+            )
+        if counters["inferred"] + counters["skipped"] + counters["motion_skipped"] != frames:
+            raise DemoError(
+                f"the device's counters do not add up: {counters['inferred']} inferred + "
+                f"{counters['skipped']} skipped + {counters['motion_skipped']} without motion for {frames} "
+                "frames captured"
+            )
+        if counters["inferred"] != self.printed:
+            raise DemoError(
+                f"the device counted {counters['inferred']} frames inferred but printed "
+                f"{self.printed} results"
+            )
+
+    def read_results(self) -> None:
         with self._db() as db:
             rows = db.execute("SELECT payload FROM results WHERE device_id = ?", (self.device_id,)).fetchall()
         self.summary.stored = len(rows)
-        wanted = set(names)
+        frames: set[int] = set()
         totals: list[float] = []
         invokes: list[float] = []
+        captures: list[float] = []
         for (payload,) in rows:
             result = json.loads(payload)
-            name = Path(str(result.get("input", ""))).name
-            match = HELD_OUT.match(name)
-            if name not in wanted or match is None:
-                continue  # the probe
-            wanted.discard(name)
-            self.summary.answered += 1
+            frame = result.get("frame")
+            shown = isinstance(frame, int) and 0 <= frame < self.summary.frames
+            if result.get("source") != SOURCE or not shown:
+                raise DemoError(
+                    f"the collector stored a result of source {result.get('source')!r}, frame {frame!r}: "
+                    f"not one of the camera's {self.summary.frames} frames"
+                )
             if (result.get("model") or {}).get("version") != self.summary.version:
-                raise DemoError(f"the result for {name} names {result.get('model')}, not the model pushed")
+                raise DemoError(
+                    f"the result for frame {frame} names {result.get('model')}, not the model pushed"
+                )
+            frames.add(frame)
             classes = result.get("classes") or []
-            self.summary.correct += bool(classes) and classes[0]["label"] == match.group(2)
+            label = self.labels[frame // self.summary.hold]  # the digit the frame showed
+            self.summary.correct += bool(classes) and classes[0]["label"] == label
             timing = result.get("timing_ms") or {}
             if result.get("error") is None and "total" in timing:
                 totals.append(float(timing["total"]))
                 invokes.append(float(timing["invoke"]))
-        self.summary.latency_ms = {"total": percentile_summary(totals), "invoke": percentile_summary(invokes)}
+            if "capture_to_result" in timing:
+                captures.append(float(timing["capture_to_result"]))
+        self.summary.answered = len({frame // self.summary.hold for frame in frames})
+        left_out = self.summary.frames - len(frames)  # the frame gaps of the stored results
+        if self.summary.lost == 0 and left_out != self.summary.skipped:
+            raise DemoError(
+                f"the device counted {self.summary.skipped} frames skipped for a newer one, but its stored "
+                f"results leave {left_out} of the camera's frames out"
+            )
+        self.summary.latency_ms = {
+            "total": percentile_summary(totals),
+            "invoke": percentile_summary(invokes),
+            "capture_to_result": percentile_summary(captures),
+        }
 
     # -------------------------------------------------------------------------------- clean-up
 
@@ -526,18 +600,21 @@ class Demo:
             broker.stop()
 
     def close(self) -> None:
-        """Stop what still runs: the device first (it flushes), then the collector, then the broker."""
-        for service in (self.device, self.collector):
-            if service is not None:
-                service.stop(grace=15)
+        """Stop what still runs: the device first (it flushes), the camera, the collector, the broker."""
+        if self.device is not None:
+            self.device.stop(grace=15)
+        if self.camera is not None:
+            self.camera.close()
+        if self.collector is not None:
+            self.collector.stop(grace=15)
         self.stop_broker()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m demo",
-        description="train, convert, sign, push over MQTT to a device, infer on held-out digits, "
-        "collect, report",
+        description="train, convert, sign, push over MQTT to a device, infer on a live camera showing "
+        "held-out digits, collect, report",
     )
     parser.add_argument(
         "workdir",
@@ -546,7 +623,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_WORKDIR,
         help=f"work folder, rebuilt on each run (default: {DEFAULT_WORKDIR})",
     )
-    parser.add_argument("--limit", type=int, metavar="N", help="drop only the first N held-out digits")
+    parser.add_argument("--limit", type=int, metavar="N", help="show only the first N held-out digits")
     parser.add_argument("--json", action="store_true", help="end with the summary as one JSON line")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
@@ -587,7 +664,8 @@ def main(argv: list[str] | None = None) -> int:
             if summary.lost
             else f"{summary.gaps} seq gap(s)"
             if summary.gaps
-            else f"{summary.held_out - summary.answered} held-out digit(s) without a result"
+            else f"{summary.held_out - summary.answered} held-out digit(s) without a result "
+            "(every frame showing them was skipped for a newer one)"
         )
         print(f"demo: failed: {reason}", file=sys.stderr)
         return 1
