@@ -541,6 +541,7 @@ class _MjpegHTTPServer(ThreadingHTTPServer):
 class _MjpegHandler(BaseHTTPRequestHandler):
     server: _MjpegHTTPServer
     protocol_version = "HTTP/1.0"
+    disable_nagle_algorithm = True  # else Nagle and delayed ACKs send frames in pairs ~40 ms apart
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass

@@ -116,8 +116,11 @@ def check_unique(specs: list[SourceSpec]) -> None:
         seen.add(spec.name)
 
 
-def build_feeds(settings: SourcesSettings) -> list[Feed]:
-    """The feeds of a run, in order: files, watch folder, snapshot URL, then each named source."""
+def build_feeds(settings: SourcesSettings, decode_hint: tuple[int, int] | None = None) -> list[Feed]:
+    """The feeds of a run, in order: files, watch folder, snapshot URL, then each named source.
+
+    ``decode_hint`` (the model's input width and height) lets decoders that can scale (MJPEG) decode smaller.
+    """
     # each kind's module is imported only when a run has that kind of source (start-up time)
     feeds: list[Feed] = []
     if settings.files:
@@ -155,7 +158,10 @@ def build_feeds(settings: SourcesSettings) -> list[Feed]:
             feeds.append(picamera_feed(spec.name, spec.target, spec.stream.video_size, spec.stream.video_fps,
                                        spec.feed))
         else:
+            import dataclasses
+
             from edge.sources.stream import stream_feed
 
-            feeds.append(stream_feed(spec.name, spec.target, spec.stream, spec.feed))
+            options = dataclasses.replace(spec.stream, decode_hint=decode_hint)
+            feeds.append(stream_feed(spec.name, spec.target, options, spec.feed))
     return feeds

@@ -104,6 +104,11 @@ class SourceContext:
         self.name = feed.name
         self._next_frame = 0
 
+    @property
+    def emitted(self) -> int:
+        """Items handed over so far (frames, across reconnects)."""
+        return self._next_frame
+
     def emit(self, item: InputItem) -> None:
         """Hand over one item (stamped with this source's name and its frame index)."""
         if not item.name:
@@ -215,24 +220,25 @@ def reconnecting(session: Callable[[SourceContext], bool], retry: bool) -> Produ
                 context.count("reconnects")
             first = False
             context.set_state(CONNECTING)
+            before = context.emitted
             try:
                 delivered = session(context)
                 if not retry or context.stop.is_set():
                     return
+                delay = BACKOFF_START_S if delivered else delay
                 context.set_state(DOWN, "the stream ended")
             except SourceStalled as exc:
-                delivered = True
+                delay = BACKOFF_START_S  # it was streaming
                 context.set_state(STALLED, str(exc))
                 if not retry:
                     raise
             except SourceError as exc:
-                delivered = False
                 context.count("errors")
                 if not retry:
                     raise
+                if context.emitted > before:  # it streamed, then failed: the backoff starts again
+                    delay = BACKOFF_START_S
                 context.set_state(DOWN, f"{exc}; retrying in {delay:g} s")
-            if delivered:
-                delay = BACKOFF_START_S
             if context.wait(delay):
                 return
             delay = min(delay * 2, BACKOFF_MAX_S)

@@ -14,6 +14,7 @@ states or the results (``mask_url``).
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class StreamOptions:
     stall_timeout: float = 10.0  # seconds without data before a stream counts as stalled
     open_timeout: float = 10.0
     interval: float = 5.0  # an http URL that serves single images: seconds between snapshots
+    decode_hint: tuple[int, int] | None = None  # the model's input size: MJPEG decodes no larger than needed
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -86,15 +88,16 @@ def _av() -> Any:
 class AvFrame:
     """A decoded PyAV frame; converted to RGB or grey only when asked, at the size asked."""
 
-    __slots__ = ("_frame", "_rgb", "_grey")
+    __slots__ = ("_frame", "_rgb", "_grey", "_size")
 
-    def __init__(self, frame: Any, rgb: Any, grey: Any) -> None:
+    def __init__(self, frame: Any, rgb: Any, grey: Any, size: tuple[int, int] | None = None) -> None:
         self._frame = frame
         self._rgb, self._grey = rgb, grey  # per-source VideoReformatters: they keep their scaler cached
+        self._size = size or (int(frame.width), int(frame.height))  # full size, also when decoded smaller
 
     @property
     def size(self) -> tuple[int, int]:
-        return int(self._frame.width), int(self._frame.height)
+        return self._size
 
     def to_array(self, width: int, height: int) -> Any:
         return self._rgb.reformat(self._frame, width=width, height=height, format="rgb24").to_ndarray()
@@ -128,6 +131,16 @@ def _open_args(target: str, options: StreamOptions, kind: str) -> dict[str, Any]
             container_options["probesize"] = "32"
     args["container_options"] = container_options
     return args
+
+
+def lowres_for(width: int, height: int, hint: tuple[int, int] | None) -> int:
+    """The MJPEG decoder's ``lowres`` (DCT scaling by 2**k, k <= 3) that still gives at least ``hint``."""
+    if hint is None or hint[0] < 1 or hint[1] < 1:
+        return 0
+    k = 0
+    while k < 3 and (width >> (k + 1)) >= hint[0] and (height >> (k + 1)) >= hint[1]:
+        k += 1
+    return k
 
 
 def _reason(exc: BaseException, target: str) -> str:
@@ -165,6 +178,12 @@ def read_frames(context: SourceContext, target: str, options: StreamOptions, kin
         # Live: one decoder thread, the lowest latency (frame threads hold frames back). Files: any threads.
         stream.thread_type = "NONE" if live else "AUTO"
         rgb, grey = av.video.reformatter.VideoReformatter(), av.video.reformatter.VideoReformatter()
+        codec = stream.codec_context
+        full: tuple[int, int] | None = None
+        lowres = lowres_for(codec.width, codec.height, options.decode_hint) if codec.name == "mjpeg" else 0
+        if lowres:  # decoder-side scaling: a 1600x1200 camera JPEG for a 224x224 model decodes at 400x300
+            codec.options = {**codec.options, "lowres": str(lowres)}
+            full = (int(codec.width), int(codec.height))
         pace = _Pacer(context) if kind == "video" and options.realtime else None
         corrupt_in_a_row = 0
         for packet in container.demux(stream):
@@ -187,10 +206,12 @@ def read_frames(context: SourceContext, target: str, options: StreamOptions, kin
                     context.set_state(STREAMING)
                 if pace is not None and pace.wait(frame.time):
                     return delivered
-                context.emit(InputItem("", AvFrame(frame, rgb, grey)))
+                context.emit(InputItem("", AvFrame(frame, rgb, grey, full)))
     except av.ExitError as exc:
         raise SourceStalled(f"no data from {shown} for {options.stall_timeout:g} s") from exc
     except (av.FFmpegError, OSError) as exc:
+        if delivered and getattr(exc, "errno", None) == errno.EIO:
+            return delivered  # how FFmpeg's MJPEG-over-HTTP reader says the camera closed the stream
         raise SourceError(f"{shown} failed: {_reason(exc, target)}") from exc
     finally:
         container.close()

@@ -166,6 +166,8 @@ def test_a_video_file_is_read_frame_by_frame_in_order(
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["frame"] for r in records] == list(range(len(frames)))
     assert {r["source"] for r in records} == {"clip"}
+    # the full frame size, also for MJPEG, which decodes at 1/8 scale here (the 8x8 model needs no more)
+    assert all(r["image"] == {"width": SIZE[0], "height": SIZE[1]} for r in records)
     assert all(r["input"] == f"clip#{r['frame']}" for r in records)
     assert mostly_right(records, labels, hold=4) >= 0.9
     captured = [r["captured_at"] for r in records]
@@ -335,6 +337,20 @@ def test_mjpeg_camera_stall_corruption_and_restart(
     assert later[-1]["frame"] > first[-1]["frame"]
     assert run.stop() == 0
     assert "source esp32:" in run.stderr and "reconnect" in run.stderr
+
+
+def test_a_camera_that_ends_its_stream_is_reopened_from_the_first_backoff_step(
+    assets: Assets, mjpeg_server: Any, runs: Any
+) -> None:
+    frames, _ = digit_frames(assets, hold=2)  # 16 frames per connection, then the camera hangs up
+    camera = mjpeg_server(frames, fps=20, loop=False)
+    run = runs(str(assets.model("digits_int8")), camera.url, "--resize", "crop", "--source-name", "cam")
+    run.take(3 * len(frames), source="cam", timeout=60)  # three connections' worth
+    assert run.stop() == 0
+    downs = [line for line in run.stderr.splitlines() if "source cam: down" in line]
+    assert downs and all("the stream ended" in line for line in downs), downs
+    assert "retrying" not in " ".join(downs)  # an end after frames is not a failure with backoff
+    assert "0 error(s)" in run.stderr
 
 
 def test_a_missing_camera_is_one_line_and_the_rest_carries_on(assets: Assets, tmp_path: Path) -> None:

@@ -194,6 +194,32 @@ def test_a_failing_source_is_reopened_with_backoff(monkeypatch: pytest.MonkeyPat
     assert (CONNECTING, None) in states and board.snapshot()["cam"]["reconnects"] == 5
 
 
+def test_the_backoff_starts_again_after_a_source_that_streamed_then_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(live, "BACKOFF_START_S", 0.05)
+    calls = 0
+
+    def session(context: SourceContext) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls > 4:
+            context.stop.set()
+            return False
+        context.set_state(STREAMING)
+        context.emit(InputItem("", frames(5, 1)[0]))
+        raise SourceError("camera dropped the connection")  # after it delivered a frame
+
+    board = SourceBoard()
+    states: list[str | None] = []
+    mux = SourceMux([Feed("cam", "stream", "cam", reconnecting(session, retry=True), latest=True)], board,
+                    threading.Event())
+    board.subscribe(lambda s: states.append(s.reason) if s.state == DOWN else None)
+    list(mux)
+    mux.close()
+    assert [r.rsplit("retrying in ", 1)[1] for r in states if r] == ["0.05 s"] * 4
+
+
 def test_one_broken_source_does_not_stop_the_others() -> None:
     def broken(context: SourceContext) -> None:
         raise RuntimeError("driver crashed")

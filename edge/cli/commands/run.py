@@ -413,7 +413,8 @@ def run(args: argparse.Namespace) -> int:
     if settings.output is not None:
         sinks.append(JsonlFileSink(settings.output))
     board = SourceBoard()
-    mux = SourceMux(build_feeds(settings.sources), board, stop)
+    hint = (model.input.width, model.input.height) if model.input.is_image else None
+    mux = SourceMux(build_feeds(settings.sources, hint), board, stop)
     board.subscribe(_print_state)
     # A live frame is taken when the interpreter is free (the newest); decoding ahead would queue old ones.
     overlap = False if mux.live else None
