@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +26,9 @@ STATES = (CONNECTING, STREAMING, STALLED, DOWN, FINISHED)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".ts", ".mjpeg", ".mjpg", ".h264", ".h265")
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "rtp")
-_SECRET_QUERY_KEYS = re.compile(r"pass|pwd|token|key|auth|secret|user|sig", re.IGNORECASE)
+# key=value pairs whose value is a secret, in a query or a path (some DVRs put the login in the path)
+_SECRET_PAIR = re.compile(r"([A-Za-z_-]*(?:pass|pwd|token|key|auth|secret|user|sig)[A-Za-z_-]*)=([^&;/#\s]*)",
+                          re.IGNORECASE)
 
 
 @runtime_checkable
@@ -196,35 +198,49 @@ def _call(listener: StateListener, state: SourceState) -> None:
         logging.getLogger(__name__).warning("source state listener %r failed", listener, exc_info=True)
 
 
+def split_credentials(url: str) -> tuple[str, str, str] | None:
+    """``(scheme, userinfo, rest)`` of a URL; ``userinfo`` is all before the last ``@`` ("" when none).
+
+    Not ``urlsplit``: a password with a raw ``/``, ``?`` or ``#`` (cameras allow them) would hide the ``@``
+    from it and leave the password in what it calls the host.
+    """
+    if "://" not in url:
+        return None
+    scheme, rest = url.split("://", 1)
+    if "@" in rest:
+        userinfo, rest = rest.rsplit("@", 1)
+        return scheme, userinfo, rest
+    return scheme, "", rest
+
+
+def _secret_values(text: str) -> list[str]:
+    return [match.group(2) for match in _SECRET_PAIR.finditer(text)]
+
+
 def mask_url(url: str) -> str:
-    """``url`` with its user name, password and secret-looking query values replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    """``url`` with its user name and password, and the values of secret-looking ``key=value`` pairs in its
+    path or query (``password=``, ``token=``, ``user=``...), replaced by ``***``. Fails closed."""
+    split = split_credentials(url)
+    if split is None:
         return url
-    if not parts.scheme or not parts.netloc:
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    scheme, userinfo, rest = split
+    rest = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}=***", rest)
+    return f"{scheme}://{'***@' if userinfo else ''}{rest}"
 
 
 def mask_in(text: str, url: str) -> str:
-    """``text`` (an error message, say) with ``url`` masked, and its password and secret values wherever
-    they appear on their own."""
+    """``text`` (an error message, say) with ``url`` masked, and its user name, password and secret values
+    wherever they appear on their own."""
     text = text.replace(url, mask_url(url))
-    if "://" not in url:
+    split = split_credentials(url)
+    if split is None:
         return text
-    parts = urlsplit(url)
-    secrets = [parts.password or ""] + [
-        v for k, v in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_QUERY_KEYS.search(k)
-    ]
-    for secret in sorted(secrets, key=len, reverse=True):
+    _, userinfo, rest = split
+    user, _, password = userinfo.partition(":")
+    secrets = [userinfo, password, user, *_secret_values(rest)]
+    for quoted in [quote(value, safe="") for value in secrets if value]:
+        secrets.append(quoted)
+    for secret in sorted(set(secrets), key=len, reverse=True):
         if len(secret) >= 3:  # a one-letter value would mask unrelated text
             text = text.replace(secret, "***")
     return text
@@ -235,7 +251,7 @@ def is_video_file(target: str) -> bool:
 
 
 def is_stream_url(target: str) -> bool:
-    return urlsplit(target).scheme.lower() in STREAM_SCHEMES if "://" in target else False
+    return "://" in target and target.split("://", 1)[0].lower() in STREAM_SCHEMES
 
 
 def is_camera(target: str) -> bool:
@@ -250,11 +266,16 @@ def source_name_for(target: str | Path) -> str:
     elif text.startswith("/dev/"):
         base = Path(text).name
     elif "://" in text:
-        parts = urlsplit(text)
-        base = parts.hostname or parts.scheme
-        path = parts.path.strip("/").split("/")[-1] if parts.path.strip("/") else ""
-        if path:
-            base = f"{base}-{Path(path).stem}"
+        split = split_credentials(text)
+        assert split is not None
+        scheme, _, rest = split
+        host_port, _, path = rest.partition("/")
+        ipv6 = host_port.startswith("[")  # [IPv6]:port
+        base = host_port[1:].split("]", 1)[0] if ipv6 else host_port.rsplit(":", 1)[0]
+        base = base or scheme
+        last = path.split("?", 1)[0].strip("/").split("/")[-1]
+        if last and "=" not in last:  # key=value parts may hold a login: never in a name
+            base = f"{base}-{Path(last).stem}"
     else:
         base = Path(text).stem or Path(text).name
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.") or "source"

@@ -149,7 +149,8 @@ def build_feeds(settings: SourcesSettings, decode_hint: tuple[int, int] | None =
         def polled(stop: threading.Event) -> Iterator[InputItem]:
             return poll_url(url, interval, stop)
 
-        feeds.append(Feed(SNAPSHOT, SNAPSHOT, mask_url(url), from_iterator(polled), latest=True))
+        producer = from_iterator(polled, errors_are_down=True)
+        feeds.append(Feed(SNAPSHOT, SNAPSHOT, mask_url(url), producer, latest=True))
     check_unique(list(settings.sources))
     for spec in settings.sources:
         if spec.kind == "picamera":

@@ -76,6 +76,12 @@ class Slot:
         self._wake.notify_all()  # a lossless producer may be waiting for room
         return item
 
+    def drain(self) -> list[InputItem]:
+        """Take every item left (the caller holds the shared condition)."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
     def close(self) -> None:
         with self._wake:
             self.closed = True
@@ -190,8 +196,13 @@ class Feed:
             self.slot.close()
 
 
-def from_iterator(items: Callable[[threading.Event], Iterator[InputItem]]) -> Producer:
-    """A producer for a source that is an iterator of items (files, the watch folder, snapshots)."""
+def from_iterator(
+    items: Callable[[threading.Event], Iterator[InputItem]], errors_are_down: bool = False
+) -> Producer:
+    """A producer for a source that is an iterator of items (files, the watch folder, snapshots).
+
+    With ``errors_are_down`` (a snapshot URL) a failed item puts the source ``down`` until the next good one.
+    """
 
     def produce(context: SourceContext) -> None:
         context.set_state(STREAMING)
@@ -200,6 +211,10 @@ def from_iterator(items: Callable[[threading.Event], Iterator[InputItem]]) -> Pr
                 return
             if item.error is not None:
                 context.count("errors")
+            if errors_are_down and item.error is not None:
+                context.set_state(DOWN, item.error)
+            elif errors_are_down:
+                context.set_state(STREAMING)
             context.emit(item)
 
     return produce
@@ -225,10 +240,12 @@ def reconnecting(session: Callable[[SourceContext], bool], retry: bool) -> Produ
                 delivered = session(context)
                 if not retry or context.stop.is_set():
                     return
-                delay = BACKOFF_START_S if delivered else delay
+                if delivered or context.emitted > before:
+                    delay = BACKOFF_START_S
                 context.set_state(DOWN, "the stream ended")
             except SourceStalled as exc:
-                delay = BACKOFF_START_S  # it was streaming
+                if context.emitted > before:  # it was streaming: the backoff starts again
+                    delay = BACKOFF_START_S
                 context.set_state(STALLED, str(exc))
                 if not retry:
                     raise
@@ -305,10 +322,18 @@ class SourceMux:
         return False
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop every source and wait (up to ``timeout`` in all) for their threads to end."""
+        """Stop every source and wait (up to ``timeout`` in all) for their threads to end.
+
+        Items a lossless source had read but not handed over yet (a file just dropped in the watch folder)
+        are named in one warning: they were not inferred.
+        """
         self.stop.set()
         with self._wake:
             self._wake.notify_all()
+            left = [item.name for feed in self.feeds if not feed.latest for item in feed.slot.drain()]
+        if left:
+            shown = ", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+            log.warning("stopped before inferring %d input(s) already read: %s", len(left), shown)
         deadline = time.monotonic() + timeout
         for feed in self.feeds:
             if feed.thread is not None:

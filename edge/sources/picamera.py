@@ -59,6 +59,7 @@ def _open(index: int, size: tuple[int, int], fps: float | None) -> Any:
         from picamera2 import Picamera2  # Raspberry Pi OS only
     except ImportError as exc:
         raise SourceError(INSTALL_HINT.format(index=index)) from exc
+    camera = None
     try:
         camera = Picamera2(index)
         controls = {"FrameRate": fps} if fps else {}
@@ -66,6 +67,8 @@ def _open(index: int, size: tuple[int, int], fps: float | None) -> Any:
         camera.configure(config)
         camera.start()
     except (IndexError, RuntimeError, OSError) as exc:
+        if camera is not None:  # opened but not started: release it, or every retry finds it busy
+            camera.close()
         raise SourceError(
             f"picamera:{index} cannot be opened ({exc}); check 'rpicam-hello --list-cameras'"
         ) from exc
@@ -97,8 +100,10 @@ def picamera_feed(
                 # picamera2's "RGB888" is B, G, R in memory
                 context.emit(InputItem("", ArrayFrame(np.ascontiguousarray(pixels[:, :, 2::-1]))))
         finally:
-            camera.stop()
-            camera.close()
+            try:
+                camera.stop()
+            finally:
+                camera.close()
         return delivered
 
     produce = reconnecting(session, retry=True)

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from edge.errors import ConfigError, SourceError
 from edge.sources.base import STREAMING, InputItem, is_camera, is_stream_url, is_video_file, mask_in, mask_url
-from edge.sources.live import Feed, FeedOptions, SourceContext, SourceStalled, reconnecting
-from edge.sources.snapshot import auth_header, fetch_snapshot, without_credentials
+from edge.sources.live import Feed, FeedOptions, Producer, SourceContext, SourceStalled, reconnecting
+from edge.sources.snapshot import fetch_snapshot, open_url
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,10 @@ def check_options(options: StreamOptions) -> StreamOptions:
     if options.video_format is not None and options.video_format not in VIDEO_FORMATS:
         allowed = ", ".join(VIDEO_FORMATS)
         raise ConfigError(f"--video-format {options.video_format!r}: choose one of {allowed}")
-    if options.video_fps is not None and options.video_fps <= 0:
-        raise ConfigError(f"--video-fps {options.video_fps}: must be more than 0")
-    if options.stall_timeout <= 0:
-        raise ConfigError(f"--stall-timeout {options.stall_timeout}: must be more than 0 seconds")
+    if options.video_fps is not None and not (math.isfinite(options.video_fps) and options.video_fps > 0):
+        raise ConfigError(f"--video-fps {options.video_fps}: must be a number more than 0")
+    if not (math.isfinite(options.stall_timeout) and options.stall_timeout > 0):
+        raise ConfigError(f"--stall-timeout {options.stall_timeout}: must be a number of seconds more than 0")
     return options
 
 
@@ -85,14 +86,25 @@ def _av() -> Any:
     return av
 
 
+class Scalers(threading.local):
+    """One source's FFmpeg scalers, one pair per thread: a scaler keeps its context between frames (building
+    one costs ~1.6 ms), and one context used from two threads at once hangs FFmpeg."""
+
+    def __init__(self) -> None:
+        import av.video.reformatter
+
+        self.rgb = av.video.reformatter.VideoReformatter()
+        self.grey = av.video.reformatter.VideoReformatter()
+
+
 class AvFrame:
     """A decoded PyAV frame; converted to RGB or grey only when asked, at the size asked."""
 
-    __slots__ = ("_frame", "_rgb", "_grey", "_size")
+    __slots__ = ("_frame", "_scalers", "_size")
 
-    def __init__(self, frame: Any, rgb: Any, grey: Any, size: tuple[int, int] | None = None) -> None:
+    def __init__(self, frame: Any, scalers: Scalers, size: tuple[int, int] | None = None) -> None:
         self._frame = frame
-        self._rgb, self._grey = rgb, grey  # per-source VideoReformatters: they keep their scaler cached
+        self._scalers = scalers
         self._size = size or (int(frame.width), int(frame.height))  # full size, also when decoded smaller
 
     @property
@@ -100,14 +112,16 @@ class AvFrame:
         return self._size
 
     def to_array(self, width: int, height: int) -> Any:
-        return self._rgb.reformat(self._frame, width=width, height=height, format="rgb24").to_ndarray()
+        rgb = self._scalers.rgb.reformat(self._frame, width=width, height=height, format="rgb24")
+        return rgb.to_ndarray()
 
     def grey(self, width: int, height: int) -> Any:
-        return self._grey.reformat(self._frame, width=width, height=height, format="gray").to_ndarray()
+        luma = self._scalers.grey.reformat(self._frame, width=width, height=height, format="gray")
+        return luma.to_ndarray()
 
 
 def _open_args(target: str, options: StreamOptions, kind: str) -> dict[str, Any]:
-    scheme = urlsplit(target).scheme.lower() if "://" in target else ""
+    scheme = target.split("://", 1)[0].lower() if "://" in target else ""
     container_options: dict[str, str] = {}
     args: dict[str, Any] = {"timeout": (options.open_timeout, options.stall_timeout)}
     if kind == "camera":
@@ -177,7 +191,7 @@ def read_frames(context: SourceContext, target: str, options: StreamOptions, kin
         stream = container.streams.video[0]
         # Live: one decoder thread, the lowest latency (frame threads hold frames back). Files: any threads.
         stream.thread_type = "NONE" if live else "AUTO"
-        rgb, grey = av.video.reformatter.VideoReformatter(), av.video.reformatter.VideoReformatter()
+        scalers = Scalers()
         codec = stream.codec_context
         full: tuple[int, int] | None = None
         lowres = lowres_for(codec.width, codec.height, options.decode_hint) if codec.name == "mjpeg" else 0
@@ -206,7 +220,7 @@ def read_frames(context: SourceContext, target: str, options: StreamOptions, kin
                     context.set_state(STREAMING)
                 if pace is not None and pace.wait(frame.time):
                     return delivered
-                context.emit(InputItem("", AvFrame(frame, rgb, grey, full)))
+                context.emit(InputItem("", AvFrame(frame, scalers, full)))
     except av.ExitError as exc:
         raise SourceStalled(f"no data from {shown} for {options.stall_timeout:g} s") from exc
     except (av.FFmpegError, OSError) as exc:
@@ -240,13 +254,11 @@ class _Pacer:
 def _http_kind(url: str, timeout: float) -> str:
     """What an http(s) URL serves, from its content type: ``mjpeg``, ``snapshot``, ``hls`` or ``video``."""
     import urllib.error
-    import urllib.request
 
-    if urlsplit(url).path.lower().endswith(".m3u8"):
+    if url.split("?", 1)[0].lower().endswith(".m3u8"):
         return "hls"
-    request = urllib.request.Request(without_credentials(url), headers=auth_header(url))
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) only)
+        with open_url(url, timeout) as response:
             content_type = response.headers.get_content_type()
     except urllib.error.HTTPError as exc:
         raise SourceError(f"{mask_url(url)} answered HTTP {exc.code} {exc.reason}") from exc
@@ -284,6 +296,16 @@ def _http_session(url: str, options: StreamOptions) -> Any:
     return session
 
 
+def _with_av(produce: Producer) -> Producer:
+    """``produce`` after one check that PyAV is there: without it the source fails once, not each retry."""
+
+    def run(context: SourceContext) -> None:
+        _av()
+        produce(context)
+
+    return run
+
+
 def stream_feed(
     name: str, target: str, options: StreamOptions, feed_options: FeedOptions | None = None
 ) -> Feed:
@@ -298,17 +320,18 @@ def stream_feed(
     else:
         raise ConfigError(f"{target!r} is not a video file, stream URL or /dev/video camera")
     shown = mask_url(target)
-    scheme = urlsplit(target).scheme.lower() if "://" in target else ""
+    scheme = target.split("://", 1)[0].lower() if "://" in target else ""
     if kind == "stream" and scheme in ("http", "https"):
-        return Feed(name, kind, shown, reconnecting(_http_session(target, options), retry=True), True,
-                    feed_options)
+        return Feed(name, kind, shown, _with_av(reconnecting(_http_session(target, options), retry=True)),
+                    True, feed_options)
     if kind == "video":
         def video(context: SourceContext) -> bool:
             if not Path(target).is_file():
                 raise SourceError(f"{target}: no such video file; check the path")
             return read_frames(context, target, options, kind)
 
-        return Feed(name, kind, shown, reconnecting(video, retry=False), options.realtime, feed_options)
+        return Feed(name, kind, shown, _with_av(reconnecting(video, retry=False)), options.realtime,
+                    feed_options)
     if kind == "camera":
         existed = Path(target).exists()
 
@@ -317,9 +340,9 @@ def stream_feed(
                 raise SourceError(f"{target}: no such camera; check 'ls /dev/video*' (is it plugged in?)")
             return read_frames(context, target, options, kind)
 
-        return Feed(name, kind, shown, reconnecting(camera, retry=existed), True, feed_options)
+        return Feed(name, kind, shown, _with_av(reconnecting(camera, retry=existed)), True, feed_options)
 
     def stream(context: SourceContext) -> bool:
         return read_frames(context, target, options, kind)
 
-    return Feed(name, kind, shown, reconnecting(stream, retry=True), True, feed_options)
+    return Feed(name, kind, shown, _with_av(reconnecting(stream, retry=True)), True, feed_options)

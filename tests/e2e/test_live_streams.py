@@ -435,3 +435,31 @@ def test_ctrl_c_during_a_stream_stops_cleanly_and_loses_nothing(
     stats = read_stats(state)
     assert stats.pending == 0 and stats.last_seq == printed
     watch.close()
+
+
+def test_frames_of_one_video_convert_on_two_decode_workers_at_once(assets: Assets, video_file: Any) -> None:
+    """A video read frame by frame goes through the pipeline's decode workers; each thread has its own
+    scaler (one FFmpeg scaler used from two threads at once hangs)."""
+    from edge.model import load_model
+    from edge.pipeline import Pipeline
+    from edge.sources.base import SourceBoard
+    from edge.sources.feeds import SourceSpec, SourcesSettings, build_feeds
+    from edge.sources.live import SourceMux
+
+    frames, labels = digit_frames(assets, hold=6)
+    path = video_file("workers.mp4", frames, fps=15)
+    model = load_model(assets.model("digits_int8"))
+    pipeline = Pipeline(model, resize="crop", decode_workers=2, overlap=True)
+    mux = SourceMux(build_feeds(SourcesSettings(sources=(SourceSpec(str(path), "clip"),))), SourceBoard(),
+                    threading.Event())
+    records: list[dict[str, Any]] = []
+    def consume() -> None:
+        records.extend(r.to_json() for r in pipeline.run(mux))
+
+    worker = threading.Thread(target=consume, daemon=True)
+    worker.start()
+    worker.join(120)
+    mux.close()
+    assert not worker.is_alive(), "the pipeline hung"
+    assert [r["frame"] for r in records] == list(range(len(frames)))
+    assert mostly_right(records, labels, hold=6) >= 0.9

@@ -63,12 +63,16 @@ def listed(prefix: str, n: int) -> Feed:
         ("http://cam/video.cgi?user=admin&password=hunter2&ch=1", "http://cam/video.cgi?user=***&password=***&ch=1"),
         ("rtsp://cam/stream", "rtsp://cam/stream"),
         ("/dev/video0", "/dev/video0"),
+        ("rtsp://admin:hun/ter2#x@cam:554/s", "rtsp://***@cam:554/s"),  # raw / and # in the password
+        ("rtsp://dvr/user=admin&password=hunter2&channel=1.sdp", "rtsp://dvr/user=***&password=***&channel=1.sdp"),
+        ("rtsp://admin:hunter2@[fe80::1/x", "rtsp://***@[fe80::1/x"),  # not even a valid URL
     ],
 )
 def test_credentials_are_masked(url: str, masked: str) -> None:
     assert mask_url(url) == masked
     message = mask_in(f"cannot open {url}: Connection refused", url)
-    assert "hunter2" not in message and masked in message
+    assert "hunter2" not in message and "hun/ter2" not in message and masked in message
+    assert "hunter2" not in source_name_for(url) and "admin" not in source_name_for(url)
 
 
 def test_source_names_and_kinds() -> None:
@@ -317,3 +321,101 @@ def test_the_readme_two_camera_config_is_valid(tmp_path: Path) -> None:
     config, errors = check_config(path)
     assert errors == [] and config is not None
     assert [t["name"] for t in config.values["source"]] == ["driveway", "door"]
+
+
+def test_basic_auth_goes_to_the_camera_only_never_to_where_it_redirects() -> None:
+    import http.server
+
+    from edge.sources.snapshot import fetch_snapshot
+
+    seen: dict[str, str | None] = {}
+
+    def server(handle: Any) -> http.server.ThreadingHTTPServer:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                handle(self)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        made = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=made.serve_forever, daemon=True).start()
+        return made
+
+    def other(handler: Any) -> None:
+        seen["other"] = handler.headers.get("Authorization")
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/jpeg")
+        handler.end_headers()
+        handler.wfile.write(b"\xff\xd8 not much of a jpeg")
+
+    target = server(other)
+
+    def camera(handler: Any) -> None:
+        seen["camera"] = handler.headers.get("Authorization")
+        handler.send_response(302)
+        handler.send_header("Location", f"http://127.0.0.1:{target.server_address[1]}/snap.jpg")
+        handler.end_headers()
+
+    first = server(camera)
+    try:
+        item = fetch_snapshot(f"http://admin:hunter2@127.0.0.1:{first.server_address[1]}/snap.jpg", "snap")
+    finally:
+        first.shutdown()
+        target.shutdown()
+    assert item.error is None and seen["camera"] == "Basic YWRtaW46aHVudGVyMg=="
+    assert seen["other"] is None
+
+
+def test_a_snapshot_camera_answering_garbage_is_a_failed_fetch_and_down_not_a_crash() -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def garbage() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(4096)
+            conn.sendall(b"ICY 200 OK\r\n\r\nnot http")
+            conn.close()
+
+    threading.Thread(target=garbage, daemon=True).start()
+    from edge.sources.feeds import SourcesSettings, build_feeds
+
+    board = SourceBoard()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/snap.jpg"
+    try:
+        items = run_mux(build_feeds(SourcesSettings(url=url, interval=0.05)), limit=3, board=board)
+    finally:
+        listener.close()
+    assert len(items) == 3 and all(i.error and "cannot fetch" in i.error for i in items)
+    assert board.state("snapshot").state == DOWN  # a connectivity sensor that says so
+
+
+def test_items_read_but_not_inferred_at_stop_are_named(caplog: pytest.LogCaptureFixture) -> None:
+    board = SourceBoard()
+    mux = SourceMux([listed("drop", 6)], board, threading.Event())
+    taken = []
+    for item in mux:
+        taken.append(item)
+        if len(taken) == 2:
+            time.sleep(0.2)  # the source read ahead meanwhile
+            break
+    with caplog.at_level("WARNING"):
+        mux.close()
+    assert any("stopped before inferring" in r.message and "drop2" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("flags", [["--fps", "nan"], ["--stall-timeout", "nan"], ["--fps", "0"]])
+def test_not_a_number_is_refused_with_one_line(assets: Any, flags: list[str]) -> None:
+    from tests.edge.helpers import edge_cli
+
+    model = str(assets.model("digits_int8"))
+    done = edge_cli("run", model, "rtsp://127.0.0.1:9/x", *flags, "--profile", "none")
+    assert done.returncode == 2 and "error:" in done.stderr and flags[0] in done.stderr
+    assert "Traceback" not in done.stderr

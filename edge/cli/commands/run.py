@@ -7,6 +7,7 @@ import argparse
 import itertools
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -26,6 +27,7 @@ HELP = (
 )
 MODEL_SUFFIXES = (".tflite", ".edgepkg", ".zip")
 log = logging.getLogger(__name__)
+_STDERR_LOCK = threading.Lock()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +137,9 @@ def _first_path_as_input(args: argparse.Namespace) -> str | None:
     moved = str(args.model)
     args.inputs = [moved, *args.inputs]
     args.model = None
-    log.info("%s is not a model: taken as an input; the model comes from the store", moved)
+    from edge.sources.base import mask_url
+
+    log.info("%s is not a model: taken as an input; the model comes from the store", mask_url(moved))
     return moved
 
 
@@ -215,8 +219,8 @@ def sources_settings(args: argparse.Namespace) -> Any:
     from edge.sources.live import FeedOptions
     from edge.sources.stream import StreamOptions, check_options, parse_size
 
-    if args.fps is not None and args.fps <= 0:
-        raise ConfigError(f"--fps must be more than 0, got {args.fps}")
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise ConfigError(f"--fps must be a number more than 0, got {args.fps}")
     if args.motion is not None:
         check_threshold(args.motion)
     size = parse_size(args.video_size) if args.video_size else None
@@ -286,7 +290,7 @@ def _check(args: argparse.Namespace) -> None:
         from edge.sources import check_url
 
         check_url(args.url)
-        if args.interval <= 0:
+        if not (math.isfinite(args.interval) and args.interval > 0):
             raise ConfigError(f"--interval must be more than 0 seconds, got {args.interval}")
     if args.watch is not None and not Path(args.watch).is_dir():
         raise ConfigError(f"--watch {args.watch}: not a folder; create it or check the path")
@@ -488,7 +492,9 @@ def _print_state(state: Any) -> None:
     if state.kind in ("files", "watch"):
         return
     reason = f" ({state.reason})" if state.reason else ""
-    print(f"edge run: source {state.name}: {state.state}{reason}", file=sys.stderr, flush=True)
+    with _STDERR_LOCK:  # capture threads report at once; one write per line keeps lines whole
+        sys.stderr.write(f"edge run: source {state.name}: {state.state}{reason}\n")
+        sys.stderr.flush()
 
 
 def _source_summary(snapshot: dict[str, Any], settings: Any) -> None:
