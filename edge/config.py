@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from edge.errors import ConfigError
 from edge.manifest import TASKS
-from edge.profiles import BACKENDS, DEVICE_PATTERN, RESIZE_MODES, list_profiles, load_profile
+from edge.profiles import BACKENDS, DEVICE_PATTERN, INTERPRETERS, RESIZE_MODES, list_profiles, load_profile
 from edge.settings import MQTT_VERSIONS
 
 NO_PROFILE = "none"  # `edge run --profile none`: no profile at all
@@ -190,6 +190,8 @@ KEYS: tuple[Key, ...] = (
     Key("runtime.delegate", "delegate", _string, "edgetpu, cpu or a delegate library path"),
     Key("runtime.device", "device", _pattern(DEVICE_PATTERN, "usb, usb:N, pci or pci:N"),
         "which Edge TPU (default: the profile's)"),
+    Key("runtime.interpreters", "interpreters", _choice(*INTERPRETERS),
+        "shared: one interpreter for all sources; per-source: one each, in parallel"),
     Key("runtime.require_accelerator", "require_accelerator", _boolean,
         "fail when the accelerator is missing instead of falling back to the CPU"),
     Key("mqtt.url", "mqtt", _url("mqtt", "mqtts"), "broker, mqtt://[user:pass@]host[:port] or mqtts://..."),
@@ -483,6 +485,7 @@ def apply_profile(
         "device": profile.device or None,
         "resize": profile.resize_mode,
         "require_accelerator": profile.require_accelerator,
+        "interpreters": profile.interpreters,
         "mode": profile.convert_mode,
         "io_type": profile.io_type,
     }

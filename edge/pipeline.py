@@ -221,6 +221,10 @@ class Pipeline:
         """Per-stage p50/p95/p99/mean (ms) over the recent window, plus count, errors and fps."""
         return self._stats.snapshot()
 
+    def use_stats(self, stats: RollingStats) -> None:
+        """Record into ``stats`` from now on (pipelines of one group share theirs)."""
+        self._stats = stats
+
     def close(self) -> None:
         """Close every sink (flushing what they buffer)."""
         for sink in self.sinks:

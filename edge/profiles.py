@@ -29,6 +29,8 @@ FLOAT_IO_MODES = ("float32", "float16", "dynamic")
 NOT_PROFILES = ("example-",)
 
 
+INTERPRETERS = ("shared", "per-source")  # edge run: one interpreter for all sources, or one each
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     """One device's recommended settings. ``threads == 0`` means one thread per CPU core."""
@@ -44,6 +46,7 @@ class Profile:
     memory_budget_mb: int
     resize_mode: str
     require_accelerator: bool = False
+    interpreters: str = "shared"  # or "per-source": one interpreter per source (edge run)
 
     def resolved_threads(self) -> int:
         """``threads``, with 0 replaced by the number of CPU cores."""
@@ -86,7 +89,7 @@ def _profile_from(name: str, data: dict[str, Any], path: Path) -> Profile:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"profile {path}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
-    required = known - {"require_accelerator"}
+    required = known - {"require_accelerator", "interpreters"}
     missing = sorted(required - set(data))
     if missing:
         raise ConfigError(f"profile {path}: key {missing[0]!r} is missing")
@@ -109,6 +112,8 @@ def _profile_from(name: str, data: dict[str, Any], path: Path) -> Profile:
             raise bad(key, f"an integer >= {low}")
     if not isinstance(data["description"], str):
         raise bad("description", "a string")
+    if data.get("interpreters", "shared") not in INTERPRETERS:
+        raise bad("interpreters", ", ".join(INTERPRETERS))
     if not isinstance(data.get("require_accelerator", False), bool):
         raise bad("require_accelerator", "true or false")
     device = data["device"]

@@ -120,6 +120,7 @@ class RunSettings:
     threshold: float = 0.0
     resize: str | None = None
     limit: int | None = None
+    interpreters: str = "shared"  # or "per-source": one model instance per source, inferred in parallel
 
     @property
     def state_dir(self) -> Path:

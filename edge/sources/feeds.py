@@ -88,6 +88,11 @@ class SourcesSettings:
         return not (self.files or self.watch or self.url or self.sources)
 
     @property
+    def count(self) -> int:
+        """How many sources (feeds) the run has: files, watch folder and snapshot URL count one each."""
+        return bool(self.files) + (self.watch is not None) + bool(self.url) + len(self.sources)
+
+    @property
     def live(self) -> bool:
         return any(spec.kind != "video" or spec.stream.realtime for spec in self.sources)
 

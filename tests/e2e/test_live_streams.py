@@ -69,6 +69,8 @@ class LiveRun:
     def _read_stdout(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
+            if not line.startswith("{"):  # "waiting for a model..." while the store is empty
+                continue
             record = json.loads(line)
             self.all.append(record)
             self.records.put(record)
@@ -463,3 +465,68 @@ def test_frames_of_one_video_convert_on_two_decode_workers_at_once(assets: Asset
     assert not worker.is_alive(), "the pipeline hung"
     assert [r["frame"] for r in records] == list(range(len(frames)))
     assert mostly_right(records, labels, hold=6) >= 0.9
+
+
+def test_one_interpreter_per_source(assets: Assets, video_file: Any, tmp_path: Path) -> None:
+    frames, labels = digit_frames(assets, hold=4)
+    first = video_file("left.mp4", frames, fps=15)
+    second = video_file("right.webm", frames, fps=15)
+    model, images = str(assets.model("digits_int8")), str(assets.digit_images)
+    command = [*EDGE, "run", model, str(first), str(second), images, "--interpreters", "per-source", "--json",
+               "--resize", "crop", "--profile", "none", "--threads", "2"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "3 interpreters, one per source" in done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    for name in ("left", "right"):
+        own = [r for r in records if r["source"] == name]
+        assert [r["frame"] for r in own] == list(range(len(frames)))
+        assert mostly_right(own, labels, hold=4) >= 0.9
+    assert sum(r["source"] == "files" for r in records) == len(list(assets.digit_images.iterdir()))
+
+
+def test_a_swap_reaches_every_interpreter_of_a_group(assets: Assets) -> None:
+    from edge.model import load_model
+    from edge.pipeline import Pipeline
+    from edge.pipelines import PipelineGroup
+
+    path = assets.model("digits_int8")
+    pipelines = [Pipeline(load_model(path)) for _ in range(3)]
+    group = PipelineGroup(pipelines, copy_model=lambda new: load_model(new.path))
+    new = load_model(assets.digits_package)  # another model: a package with its own name and version
+    group.swap_model(new)
+    assert group.model is new
+    members = [p.model for p in pipelines]
+    assert len({id(m) for m in members}) == 3  # each its own interpreter
+    assert all((m.name, m.version) == (new.name, new.version) for m in members)
+    image = sorted(assets.digit_images.iterdir())[0]
+    for pipeline in pipelines:
+        assert pipeline.infer(image).ok
+    assert group.stats()["count"] == 3  # one set of statistics for the group
+
+
+def test_a_pushed_model_reaches_every_interpreter_of_a_per_source_run(
+    assets: Assets, mjpeg_server: Any, mosquitto: Broker, runs: Any, tmp_path: Path
+) -> None:
+    from tests.cloud_sync.test_update_edge_run import push
+    from tests.cloud_sync.update_support import make_keys
+    from tests.edge.update_packages import make_package
+
+    keys = make_keys(tmp_path / "keys")
+    frames, _ = digit_frames(assets, hold=4)
+    cameras = [mjpeg_server(frames, fps=10), mjpeg_server(frames, fps=10)]
+    run = runs(cameras[0].url, cameras[1].url, "--source-name", "a", "--source-name", "b", "--interpreters",
+               "per-source", "--resize", "crop", "--mqtt", mosquitto.url, "--device-id", "kitchen",
+               "--state-dir", str(tmp_path / "state"), "--trust", str(keys.pub), "--health-seconds", "1",
+               "--telemetry-interval", "0")
+    push(mosquitto.url, keys.sign(make_package(assets.model("digits_int8"), 1)))
+    assert {r["model"]["version"] for r in run.take(10)} == {1}
+    push(mosquitto.url, keys.sign(make_package(assets.model("digits_float32"), 2)))
+    latest: dict[str, int] = {}
+    deadline = time.monotonic() + 60
+    while set(latest.values()) != {2} or len(latest) < 2:
+        record = run.take(1, timeout=max(1.0, deadline - time.monotonic()))[0]
+        assert record["error"] is None, record["error"]
+        latest[record["source"]] = record["model"]["version"]
+    assert "2 interpreters, one per source" in run.stderr
+    assert run.stop() == 0

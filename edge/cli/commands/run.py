@@ -4,6 +4,7 @@ cameras (several at once, round-robin on one interpreter); results to sinks."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import logging
@@ -79,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument("--video-size", metavar="WxH", help="V4L2 cameras: capture size, e.g. 1280x720")
     live.add_argument("--video-fps", type=float, metavar="N", help="V4L2 cameras: capture frame rate")
     live.add_argument("--video-format", choices=("mjpeg", "yuyv"), help="V4L2 cameras: pixel format")
+    live.add_argument("--interpreters", choices=("shared", "per-source"),
+                      help="shared: one interpreter for every source, in turn (default); per-source: one "
+                      "each, inferred in parallel (an accelerator or cores per camera)")
     parser.set_defaults(sources=[])  # [[source]] tables of --config
     parser.add_argument("--json", action="store_true", help="one JSON line per input on stdout")
     parser.add_argument("--output", type=Path, metavar="FILE", help="also append JSON lines to FILE")
@@ -206,6 +210,8 @@ def _apply_suggested_profile(args: argparse.Namespace) -> None:
         args.delegate = profile.delegate
     if args.device is None and profile.device:
         args.device = profile.device
+    if args.interpreters is None:
+        args.interpreters = profile.interpreters
 
 
 def _one(values: list[float] | None) -> tuple[float, ...] | None:
@@ -360,6 +366,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         threshold=args.threshold,
         resize=args.resize,
         limit=args.limit,
+        interpreters=args.interpreters or "shared",
     )
 
 
@@ -412,18 +419,34 @@ def run(args: argparse.Namespace) -> int:
     model_path = settings.model.path or update_hooks.wait_for_active_model(
         settings.updates, settings.mqtt, settings.model
     )
-    model = settings.model.load(model_path)
+    per_source = settings.interpreters == "per-source" and settings.sources.count > 1
+    model_settings = settings.model
+    if per_source and model_settings.threads:  # the cores are split between the interpreters
+        threads = max(1, model_settings.threads // settings.sources.count)
+        model_settings = dataclasses.replace(model_settings, threads=threads)
+    model = model_settings.load(model_path)
     sinks: list[Any] = [StdoutSink() if settings.json else StdoutSink(formatter=human_line)]
     if settings.output is not None:
         sinks.append(JsonlFileSink(settings.output))
     board = SourceBoard()
     hint = (model.input.width, model.input.height) if model.input.is_image else None
-    mux = SourceMux(build_feeds(settings.sources, hint), board, stop)
+    feeds = build_feeds(settings.sources, hint)
+    groups = [[feed] for feed in feeds] if per_source else [feeds]
+    muxes = [SourceMux(group, board, stop) for group in groups]
     board.subscribe(_print_state)
+    models = [model, *(model_settings.load(model_path) for _ in muxes[1:])]
     # A live frame is taken when the interpreter is free (the newest); decoding ahead would queue old ones.
-    overlap = False if mux.live else None
-    pipeline = Pipeline(model, top_k=settings.top_k, threshold=settings.threshold, resize=settings.resize,
-                        sinks=sinks, overlap=overlap)
+    pipelines = [
+        Pipeline(each, top_k=settings.top_k, threshold=settings.threshold, resize=settings.resize,
+                 sinks=sinks, overlap=False if mux.live else None)
+        for each, mux in zip(models, muxes, strict=True)
+    ]
+    pipeline: Any = pipelines[0]
+    if per_source:
+        from edge.pipelines import PipelineGroup
+
+        pipeline = PipelineGroup(pipelines, copy_model=lambda new: model_settings.load(new.path))
+        print(f"edge run: {len(pipelines)} interpreters, one per source", file=sys.stderr)
     for spec in settings.sources.sources:
         if spec.top_k is not None or spec.threshold is not None or spec.resize is not None:
             own = SourceModelOptions(spec.top_k, spec.threshold, spec.resize)
@@ -448,7 +471,12 @@ def run(args: argparse.Namespace) -> int:
     failed = total = 0
     interrupted = False
     try:
-        for result in pipeline.run(_limited(iter(mux), settings.limit, stop)):
+        if per_source:
+            results = pipeline.run([_limited(iter(mux), None, stop) for mux in muxes], stop)
+            results = itertools.islice(results, settings.limit) if settings.limit else results
+        else:
+            results = pipeline.run(_limited(iter(muxes[0]), settings.limit, stop))
+        for result in results:
             total += 1
             failed += result.error is not None
     except KeyboardInterrupt:
@@ -456,7 +484,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         interrupted = interrupted or stop.is_set()
         stop.set()
-        mux.close()
+        for mux in muxes:
+            mux.close()
         sdnotify.stopping()
         if threading.current_thread() is threading.main_thread():
             for sig, handler in previous.items():
