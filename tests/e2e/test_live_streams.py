@@ -530,3 +530,39 @@ def test_a_pushed_model_reaches_every_interpreter_of_a_per_source_run(
         latest[record["source"]] = record["model"]["version"]
     assert "2 interpreters, one per source" in run.stderr
     assert run.stop() == 0
+
+
+def test_two_sources_from_a_config_file_with_their_own_options(
+    assets: Assets, video_file: Any, tmp_path: Path
+) -> None:
+    frames, labels = digit_frames(assets, hold=4)
+    left = video_file("left.mp4", frames, fps=15)
+    right = video_file("right.mkv", frames, fps=15)
+    config = tmp_path / "cams.toml"
+    config.write_text(f'''model.path = "{assets.model("digits_int8")}"
+profile = "none"
+
+[input]
+fps = 100
+
+[[source]]
+name = "door"
+input = "{left}"
+resize = "crop"
+top_k = 1
+
+[[source]]
+name = "yard"
+input = "{right}"
+resize = "crop"
+threshold = 0.99
+''')
+    done = subprocess.run([*EDGE, "run", "--config", str(config), "--json"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    door = [r for r in records if r["source"] == "door"]
+    yard = [r for r in records if r["source"] == "yard"]
+    assert len(door) == len(yard) == len(frames)
+    assert all(len(r["classes"]) == 1 for r in door) and mostly_right(door, labels, hold=4) >= 0.9
+    assert all(c["score"] >= 0.99 for r in yard for c in r["classes"])  # its own threshold
