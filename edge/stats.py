@@ -42,7 +42,8 @@ class RollingStats:
             stages = {stage: list(samples) for stage, samples in self._samples.items()}
             finished = list(self._finished)
             count, errors = self.count, self.errors
-        result: dict[str, Any] = {"count": count, "errors": errors, "fps": _fps(finished)}
+        fps = _fps(finished, time.monotonic())
+        result: dict[str, Any] = {"count": count, "errors": errors, "fps": fps}
         for stage, values in stages.items():
             result[stage] = percentiles(values)
         return result
@@ -62,7 +63,11 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def _fps(finished: list[float]) -> float:
+def _fps(finished: list[float], now: float) -> float:
+    """Inferences per second over the window up to ``now``: it falls to 0 when inputs stop (a dead camera)."""
     if len(finished) < 2 or finished[-1] <= finished[0]:
         return 0.0
-    return (len(finished) - 1) / (finished[-1] - finished[0])
+    idle = max(0.0, now - finished[-1])
+    span = finished[-1] - finished[0]
+    gap = span / (len(finished) - 1)  # the usual time between two inferences
+    return (len(finished) - 1) / (span + (idle if idle > 2 * gap else 0.0))

@@ -419,3 +419,11 @@ def test_not_a_number_is_refused_with_one_line(assets: Any, flags: list[str]) ->
     done = edge_cli("run", model, "rtsp://127.0.0.1:9/x", *flags, "--profile", "none")
     assert done.returncode == 2 and "error:" in done.stderr and flags[0] in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_frame_rate_falls_to_zero_when_a_camera_stops() -> None:
+    from edge.stats import _fps
+
+    finished = [i / 15 for i in range(30)]  # 15 inferences a second
+    assert _fps(finished, finished[-1] + 0.05) == pytest.approx(15.0)
+    assert _fps(finished, finished[-1] + 60) < 0.5  # telemetry must not show 15 fps for a dead camera
