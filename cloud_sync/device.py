@@ -96,18 +96,11 @@ class SourceStates:
         self._thread: threading.Thread | None = None
 
     def start(self) -> SourceStates:
-        self.board.subscribe(self._on_state)  # also tells us every source known now
-        self.check_new()
+        self.board.subscribe(self._on_state)  # also tells us every source known now, and each one added
         self.connection.add_connect_listener(self._on_connect)
         self._thread = threading.Thread(target=self._run, name="mqtt-sources", daemon=True)
         self._thread.start()
         return self
-
-    def check_new(self) -> None:
-        """Pick up sources added to the board that have not reported a state change yet."""
-        for name in self.board.names():
-            if name not in self._known and name not in self._unusable:
-                self._mark(name)
 
     def _on_state(self, state: SourceState) -> None:
         self._mark(state.name)
@@ -349,8 +342,6 @@ class DeviceSync:
     def _tick(self) -> None:
         while not self._stop.wait(TICK_S):
             try:
-                if self.source_states is not None:
-                    self.source_states.check_new()  # added to the board without a state change yet
                 if self.home_assistant is not None:
                     self.home_assistant.tick()
                 if self.options.telemetry_interval_s > 0 and time.monotonic() >= self._next_telemetry:

@@ -24,7 +24,16 @@ from PIL import Image
 
 from edge.errors import ConfigError, EdgeError, InputError
 from edge.model import Model, to_input_tensor
-from edge.preprocess import DEFAULT_MAX_PIXELS, Geometry, check_mode, covering_size, fit, load_upright
+from edge.preprocess import (
+    DEFAULT_MAX_PIXELS,
+    Geometry,
+    Prepared,
+    check_mode,
+    covering_size,
+    fit,
+    geometry_for,
+    load_upright,
+)
 from edge.sinks import Sink
 from edge.sources.base import InputItem, is_frame
 from edge.stats import RollingStats
@@ -354,11 +363,18 @@ class Pipeline:
                 if is_frame(payload):  # decoded by its source: scaled straight to what we need
                     upright = payload.size
                     scaled = covering_size(upright[0], upright[1], spec.width, spec.height, mode)
-                    image = Image.fromarray(payload.to_array(*scaled))
+                    pixels = payload.to_array(*scaled)
+                    decoded = time.perf_counter()
+                    if scaled == (spec.width, spec.height) and spec.channels == 3:  # the model's size already
+                        geometry = geometry_for(upright[0], upright[1], spec.width, spec.height, mode)
+                        ready = Prepared(pixels, geometry)
+                    else:
+                        image = Image.fromarray(pixels)
+                        ready = fit(image, upright, spec.width, spec.height, spec.channels, mode, name=name)
                 else:
                     image, upright = load_upright(payload, (spec.width, spec.height), mode, self.max_pixels)
-                decoded = time.perf_counter()
-                ready = fit(image, upright, spec.width, spec.height, spec.channels, mode, name=name)
+                    decoded = time.perf_counter()
+                    ready = fit(image, upright, spec.width, spec.height, spec.channels, mode, name=name)
                 prepared.tensor = to_input_tensor(ready.pixels, spec)
                 prepared.geometry, prepared.image_size = ready.geometry, upright
         except EdgeError as exc:

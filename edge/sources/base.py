@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import quote
@@ -72,14 +72,6 @@ def is_frame(payload: object) -> bool:
     return hasattr(payload, "to_array") and hasattr(payload, "grey")
 
 
-def captured(item: InputItem, source: str, frame: int) -> InputItem:
-    """``item`` stamped as frame ``frame`` of ``source``, captured now (when the item has no stamp yet)."""
-    if item.captured_at is not None:
-        return replace(item, source=source, frame=frame)
-    now, mono = time.time(), time.perf_counter()
-    return replace(item, source=source, frame=frame, captured_at=now, captured_mono=mono)
-
-
 @dataclass(frozen=True, slots=True)
 class SourceState:
     """Where a source stands: ``state`` (one of ``STATES``), why (``reason``), since when (Unix time)."""
@@ -115,14 +107,7 @@ class SourceCounters:
     errors: int = 0
 
     def to_json(self) -> dict[str, int]:
-        return {
-            "captured": self.captured,
-            "skipped": self.skipped,
-            "motion_skipped": self.motion_skipped,
-            "inferred": self.inferred,
-            "reconnects": self.reconnects,
-            "errors": self.errors,
-        }
+        return asdict(self)
 
 
 StateListener = Callable[[SourceState], None]
@@ -142,9 +127,16 @@ class SourceBoard:
         self._listeners: list[StateListener] = []
 
     def add(self, name: str, kind: str, target: str) -> None:
+        """A new source, ``connecting``; listeners hear of it as of any state change."""
+        state = SourceState(name, kind, CONNECTING, None, time.time(), target)
         with self._lock:
-            self._states[name] = SourceState(name, kind, CONNECTING, None, time.time(), target)
+            if name in self._states:
+                raise ValueError(f"source {name!r} is on the board already")
+            self._states[name] = state
             self._counters[name] = SourceCounters()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            _call(listener, state)
 
     def subscribe(self, listener: StateListener) -> None:
         """Call ``listener(state)`` on every change from now on (and once now for each known source)."""
@@ -154,18 +146,18 @@ class SourceBoard:
         for state in current:
             _call(listener, state)
 
-    def set_state(self, name: str, state: str, reason: str | None = None) -> SourceState:
-        """Record a new state; listeners are told only when state or reason changed."""
+    def set_state(self, name: str, state: str, reason: str | None = None) -> bool:
+        """Record a new state; False (and no listener told) when neither state nor reason changed."""
         with self._lock:
             old = self._states[name]
             if old.state == state and old.reason == reason:
-                return old
+                return False
             new = replace(old, state=state, reason=reason, since=time.time())
             self._states[name] = new
             listeners = list(self._listeners)
         for listener in listeners:
             _call(listener, new)
-        return new
+        return True
 
     def count(self, name: str, field: str, n: int = 1) -> None:
         with self._lock:
@@ -256,6 +248,19 @@ def is_stream_url(target: str) -> bool:
 
 def is_camera(target: str) -> bool:
     return target.startswith("/dev/video")
+
+
+def kind_of(target: str) -> str:
+    """``picamera``, ``camera``, ``stream``, ``video`` or ``files`` (a file or folder of images)."""
+    if target.startswith("picamera:"):
+        return "picamera"
+    if is_camera(target):
+        return "camera"
+    if is_stream_url(target):
+        return "stream"
+    if is_video_file(target):
+        return "video"
+    return "files"
 
 
 def source_name_for(target: str | Path) -> str:

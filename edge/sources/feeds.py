@@ -14,16 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.errors import ConfigError
-from edge.sources.base import (
-    NAME_PATTERN,
-    InputItem,
-    is_camera,
-    is_stream_url,
-    is_video_file,
-    mask_url,
-    source_name_for,
-    unique_names,
-)
+from edge.sources.base import NAME_PATTERN, InputItem, kind_of, mask_url, source_name_for, unique_names
 from edge.sources.live import Feed, FeedOptions, from_iterator
 
 if TYPE_CHECKING:
@@ -36,19 +27,6 @@ def _stream_options() -> StreamOptions:
     from edge.sources.stream import StreamOptions
 
     return StreamOptions()
-
-
-def kind_of(target: str) -> str:
-    """``picamera``, ``camera``, ``stream``, ``video`` or ``files`` (a file or folder of images)."""
-    if target.startswith("picamera:"):
-        return "picamera"
-    if is_camera(target):
-        return "camera"
-    if is_stream_url(target):
-        return "stream"
-    if is_video_file(target):
-        return "video"
-    return FILES
 
 
 def is_source(target: str) -> bool:

@@ -27,7 +27,6 @@ from edge.sources.base import (
     STREAMING,
     InputItem,
     SourceBoard,
-    captured,
     is_frame,
 )
 
@@ -117,10 +116,14 @@ class SourceContext:
 
     def emit(self, item: InputItem) -> None:
         """Hand over one item (stamped with this source's name and its frame index)."""
-        if not item.name:
-            item = replace(item, name=f"{self.name}#{self._next_frame}")
-        stamped = captured(item, self.name, self._next_frame)
+        frame = self._next_frame
         self._next_frame += 1
+        stamps: dict[str, Any] = {"source": self.name, "frame": frame}
+        if not item.name:
+            stamps["name"] = f"{self.name}#{frame}"
+        if item.captured_at is None:
+            stamps["captured_at"], stamps["captured_mono"] = time.time(), time.perf_counter()
+        stamped = replace(item, **stamps)  # one copy per frame
         if item.error is None:
             self.board.count(self.name, "captured")
         dropped = self._feed.slot.put(stamped, self.stop)
@@ -128,10 +131,8 @@ class SourceContext:
             self.board.count(self.name, "skipped", dropped)
 
     def set_state(self, state: str, reason: str | None = None) -> None:
-        old = self.board.state(self.name)
-        if old.state == state and old.reason == reason:
+        if not self.board.set_state(self.name, state, reason):
             return
-        self.board.set_state(self.name, state, reason)
         # INFO: edge run prints every change itself; Python callers read the board or its listeners
         log.info("source %s: %s%s", self.name, state, f" ({reason})" if reason else "")
 
@@ -310,7 +311,8 @@ class SourceMux:
                         return
                     self._wake.wait(wait_s)
                     continue
-            self.board.count(item.source or "", "inferred")
+            if item.error is None:
+                self.board.count(item.source or "", "inferred")
             yield item
 
     def _moved(self, feed: Feed, item: InputItem) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError, SourceError
-from edge.sources.base import STREAMING, InputItem, is_camera, is_stream_url, is_video_file, mask_in, mask_url
+from edge.sources.base import STREAMING, InputItem, kind_of, mask_in, mask_url
 from edge.sources.live import Feed, FeedOptions, Producer, SourceContext, SourceStalled, reconnecting
 from edge.sources.snapshot import fetch_snapshot, open_url
 
@@ -311,14 +311,9 @@ def stream_feed(
 ) -> Feed:
     """The feed of a video file, stream URL or V4L2 camera."""
     check_options(options)
-    if is_camera(target):
-        kind = "camera"
-    elif is_stream_url(target):
-        kind = "stream"
-    elif is_video_file(target):
-        kind = "video"
-    else:
-        raise ConfigError(f"{target!r} is not a video file, stream URL or /dev/video camera")
+    kind = kind_of(target)
+    if kind not in ("camera", "stream", "video"):
+        raise ConfigError(f"{mask_url(target)!r} is not a video file, stream URL or /dev/video camera")
     shown = mask_url(target)
     scheme = target.split("://", 1)[0].lower() if "://" in target else ""
     if kind == "stream" and scheme in ("http", "https"):

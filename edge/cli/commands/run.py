@@ -255,8 +255,6 @@ def sources_settings(args: argparse.Namespace) -> Any:
 
 def _table_spec(table: dict[str, Any], stream: Any, feed: Any) -> Any:
     """A ``[[source]]`` table (checked by ``edge.config``) over the run's own stream and feed options."""
-    import dataclasses
-
     from edge.sources.base import source_name_for
     from edge.sources.feeds import SourceSpec
     from edge.sources.live import FeedOptions
@@ -469,6 +467,7 @@ def run(args: argparse.Namespace) -> int:
         for sig in previous:
             signal.signal(sig, on_term)
     failed = total = 0
+    answered: set[str | None] = set()  # sources that gave at least one result, failed or not
     interrupted = False
     try:
         if per_source:
@@ -479,6 +478,7 @@ def run(args: argparse.Namespace) -> int:
         for result in results:
             total += 1
             failed += result.error is not None
+            answered.add(result.source)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -498,7 +498,7 @@ def run(args: argparse.Namespace) -> int:
     snapshot = board.snapshot()
     _source_summary(snapshot, settings.sources)
     # a stream that never delivered a frame (wrong URL, camera off) failed, though it left no failed result
-    failed += sum(1 for s in snapshot.values() if s["state"] == DOWN and not (s["captured"] or s["inferred"]))
+    failed += sum(1 for name, s in snapshot.items() if s["state"] == DOWN and name not in answered)
     if total == 0 and not interrupted:
         return EXIT_ERROR
     return EXIT_FAILED if failed else EXIT_OK
