@@ -60,9 +60,7 @@ class Slot:
                 self._items.clear()
             else:
                 while len(self._items) >= self._capacity and not stop.is_set():
-                    self._wake.wait(0.2)
-                if stop.is_set():
-                    return 0
+                    self._wake.wait(0.2)  # at a stop it is kept anyway: close() names what was not inferred
             self._items.append(item)
             self._wake.notify_all()
             return dropped
