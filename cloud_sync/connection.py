@@ -9,11 +9,16 @@
 - ``publish(...)`` returning a ``Delivery`` that tells when the broker acknowledged (PUBACK for QoS 1),
   with an optional ``on_ack`` callback;
 - ``start()`` raises ``BrokerError`` for refused credentials, a rejected certificate or (when required)
-  an unreachable broker, within a bounded connect timeout.
+  an unreachable broker, within a bounded connect timeout. Without ``require``, a broker that cannot be
+  reached, or a network that cuts or stalls the first handshake, is one warning: paho keeps retrying with
+  backoff in the background;
+- half-open detection: a connection on which nothing arrived for 1.5 x the keep-alive (a network that
+  dropped without a FIN or RST) is closed and re-established, sooner than paho's own check (2 x).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -146,6 +151,36 @@ class Delivery:
         return event.wait(timeout)
 
 
+HALF_OPEN_FACTOR = 1.5  # nothing received for this many keep-alives: the connection is dead
+
+
+def _is_network_tls_error(exc: ssl.SSLError) -> bool:
+    """A TLS handshake cut by the network (EOF, reset), as opposed to a TLS configuration problem."""
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError):
+        return True
+    return "eof" in str(exc).lower() and "alert" not in str(exc).lower()
+
+
+# How one connection attempt ended, before the first CONNACK (see ``MqttConnection._attempt``)
+OK, REFUSED, NETWORK, UNSURE = "ok", "refused", "network", "unsure"
+
+
+def _early_close_kind(detail: str, tls: bool) -> str:
+    """Why the broker (or the network) closed a connection before its CONNACK.
+
+    A TLS alert about our certificate is the broker's verdict (``REFUSED``). A TLS session closed without
+    an alert (``EOF occurred in violation of protocol``) is what mosquitto does to a client without the
+    certificate it requires, and also what a network cut looks like: ``UNSURE``, settled by a second
+    attempt. A reset, a plain close, a timeout: ``NETWORK``.
+    """
+    lowered = detail.lower()
+    if "alert" in lowered or "certificate" in lowered:
+        return REFUSED
+    if tls and ("eof" in lowered or "ssl" in lowered) and "reset" not in lowered:
+        return UNSURE
+    return NETWORK
+
+
 class MqttConnection:
     """A long-lived MQTT client: reconnects by itself, re-subscribes, keeps a retained status."""
 
@@ -183,9 +218,15 @@ class MqttConnection:
         self._early: dict[int, tuple[bool, str]] = {}
         self._connect_listeners: list[Callable[[], None]] = []
         self._connected = threading.Event()
-        self._first_result = threading.Event()
-        self._first_error: str | None = None
+        # the outcomes of connection attempts while start() waits for a verdict: (kind, message)
+        self._attempts: list[tuple[str, str]] = []
+        self._attempt_done = threading.Condition(self._lock)
+        self._settled = True  # no start() waiting: failures are logged
         self._last_error = ""
+        self._last_in = time.monotonic()  # when the last packet from the broker arrived
+        self._watchdog: threading.Thread | None = None
+        self._stop_watchdog = threading.Event()
+        self.half_open_closes = 0
         self._started = False
         self._closed = False
         self.connects = 0
@@ -242,8 +283,11 @@ class MqttConnection:
     def start(self, *, require: bool = True) -> MqttConnection:
         """Connect and start the network thread.
 
-        Refused credentials and TLS failures always raise ``BrokerError``. An unreachable broker raises
-        when ``require`` is set; otherwise it is logged and the connection keeps retrying in the background.
+        Refused credentials and TLS failures (an untrusted broker certificate, our certificate rejected)
+        always raise ``BrokerError``. A broker that cannot be reached, refuses the TCP connection, closes or
+        resets it before its CONNACK, or does not answer within ``connect_timeout`` raises when ``require``
+        is set; otherwise it is logged once and the connection keeps retrying in the background (paho's
+        exponential backoff), so a device whose network flaps at boot keeps running.
         """
         if self._started:
             return self
@@ -264,38 +308,123 @@ class MqttConnection:
                 "pass the CA that signed it with --ca"
             ) from exc
         except ssl.SSLError as exc:
-            self._started = False
-            raise BrokerError(
-                f"TLS handshake with broker {where} failed ({exc}); check --ca/--cert/--key"
-            ) from exc
+            if require or not _is_network_tls_error(exc):
+                self._started = False
+                raise BrokerError(
+                    f"TLS handshake with broker {where} failed ({exc}); check --ca/--cert/--key"
+                ) from exc
+            return self._retry_in_background(f"the TLS handshake with broker {where} was cut ({exc})")
         except (OSError, ValueError) as exc:
             message = f"broker {where} is not reachable ({exc}); check the host, the port and that it runs"
             if require:
                 self._started = False
                 raise BrokerError(message) from exc
-            log.warning("%s; retrying in the background, results wait in the outbox", message)
-            self._client.connect_async(
-                self.settings.host,
-                self.settings.port,
-                keepalive=self.keepalive,
-                clean_start=self.clean_start if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                properties=self._connect_properties(),
-            )
-            self._client.loop_start()
-            return self
+            return self._retry_in_background(message)
+        with self._lock:
+            self._settled = False
+            self._attempts.clear()
         self._client.loop_start()
-        if not self._first_result.wait(self.connect_timeout):
-            self._abort()
-            raise BrokerError(
-                f"broker {where} accepted the TCP connection but did not answer MQTT CONNECT within "
-                f"{self.connect_timeout:g}s; check the port is an MQTT listener (and mqtts:// for TLS)"
-            )
-        if self._first_error is not None:
-            self._abort()
-            raise BrokerError(self._first_error)
+        self._start_watchdog()
+        try:
+            return self._await_verdict(require)
+        finally:
+            with self._lock:
+                self._settled = True
+
+    def _await_verdict(self, require: bool) -> MqttConnection:
+        """Wait (up to ``connect_timeout``) for the broker's answer to the first CONNECT."""
+        where = self.settings.url
+        deadline = time.monotonic() + self.connect_timeout
+        unsure = 0
+        while True:
+            with self._lock:
+                while not self._attempts and (left := deadline - time.monotonic()) > 0:
+                    self._attempt_done.wait(left)
+                outcome = self._attempts.pop(0) if self._attempts else None
+            if outcome is None:
+                message = (
+                    f"broker {where} accepted the TCP connection but did not answer MQTT CONNECT within "
+                    f"{self.connect_timeout:g}s; check the port is an MQTT listener (and mqtts:// for TLS)"
+                )
+                if require:
+                    self._abort()
+                    raise BrokerError(message)
+                log.warning("%s; retrying in the background, results wait in the outbox", message)
+                return self
+            kind, message = outcome
+            if kind == OK:
+                return self
+            if kind == UNSURE and not require and unsure == 0:
+                unsure += 1  # a cut, or a broker that wants a certificate: the next attempt tells
+                log.debug("%s; trying once more before deciding", message)
+                continue
+            if require or kind in (REFUSED, UNSURE):
+                self._abort()
+                raise BrokerError(message)
+            log.warning("%s; retrying in the background, results wait in the outbox", message)
+            return self
+
+    def _attempt(self, kind: str, message: str) -> bool:
+        """Record how an attempt ended for a waiting start(); False when none waits (then log it)."""
+        with self._lock:
+            if self._settled:
+                return False
+            self._attempts.append((kind, message))
+            self._attempt_done.notify_all()
+            return True
+
+    def _retry_in_background(self, message: str) -> MqttConnection:
+        """The first connect failed for a network reason: one warning, then paho retries with backoff."""
+        log.warning("%s; retrying in the background, results wait in the outbox", message)
+        self._client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.keepalive,
+            clean_start=self.clean_start if self._v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=self._connect_properties(),
+        )
+        self._client.loop_start()
+        self._start_watchdog()
         return self
 
+    def _start_watchdog(self) -> None:
+        if self.keepalive <= 0 or self._watchdog is not None:
+            return
+        self._stop_watchdog.clear()
+        self._watchdog = threading.Thread(target=self._watch, name="mqtt-half-open", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Close a connection on which nothing arrived for 1.5 keep-alives (half-open: no FIN, no RST).
+
+        paho sends a PINGREQ once a keep-alive passes without traffic, so a live broker answers well within
+        that bound; paho's own check would wait 2 keep-alives. Closing the socket makes paho's loop see the
+        connection lost and reconnect with its backoff.
+        """
+        limit = HALF_OPEN_FACTOR * self.keepalive
+        pause = min(0.25, self.keepalive / 8)
+        while not self._stop_watchdog.wait(pause):
+            pause = min(0.25, self.keepalive / 8)
+            if not self._connected.is_set():
+                continue
+            silent = time.monotonic() - self._last_in
+            if silent < limit:
+                pause = max(0.01, min(pause, limit - silent))  # wake right at the limit
+                continue
+            sock = self._client.socket()
+            if not isinstance(sock, socket.socket):
+                continue
+            log.warning(
+                "nothing from broker %s for %.1fs (keep-alive %ds): the connection is half-open; "
+                "reconnecting", self.settings.url, silent, self.keepalive,
+            )
+            self.half_open_closes += 1
+            self._last_in = time.monotonic()  # one close per silence
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the raw socket, also under TLS
+
     def _abort(self) -> None:
+        self._stop_watchdog.set()
         self._client.disconnect()
         self._client.loop_stop()
         self._started = False
@@ -308,6 +437,7 @@ class MqttConnection:
         if self._started and self.connected and self.status_topic:
             delivery = self.publish(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
             delivery.wait(timeout)
+        self._stop_watchdog.set()
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -372,15 +502,13 @@ class MqttConnection:
         return props
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        self._last_in = time.monotonic()
         if rc.is_failure:
             message = (
                 f"broker {self.settings.url} refused the connection: {rc.getName()}; "
                 "check the user name and password in the URL (and the broker's ACL / client id rules)"
             )
-            if not self._first_result.is_set():
-                self._first_error = message
-                self._first_result.set()
-            else:
+            if not self._attempt(REFUSED, message):  # the broker's verdict, not a network flap
                 log.error("%s", message)
             return
         self.connects += 1
@@ -392,7 +520,7 @@ class MqttConnection:
         if self.status_topic:
             self.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
         self._connected.set()
-        self._first_result.set()
+        self._attempt(OK, "")
         for callback in list(self._connect_listeners):
             try:
                 callback()
@@ -402,18 +530,23 @@ class MqttConnection:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        if not self._first_result.is_set():
-            detail = self._last_error or str(rc)
-            self._first_error = self._explain_early_disconnect(detail)
-            self._first_result.set()
+        detail = self._last_error or str(rc)
+        self._last_error = ""  # an error belongs to one attempt
+        if was_connected:
+            if not self._closed:
+                log.warning("lost the connection to %s (%s); reconnecting", self.settings.url, rc)
             return
-        if was_connected and not self._closed:
-            log.warning("lost the connection to %s (%s); reconnecting", self.settings.url, rc)
+        kind = _early_close_kind(detail, self.settings.tls)
+        if self._attempt(kind, self._explain_early_disconnect(detail, kind)) or self._closed:
+            return
+        if kind == REFUSED:
+            log.error("%s", self._explain_early_disconnect(detail, kind))
+        else:
+            log.debug("connecting to %s failed again (%s); retrying", self.settings.url, detail)
 
-    def _explain_early_disconnect(self, detail: str) -> str:
+    def _explain_early_disconnect(self, detail: str, kind: str) -> str:
         where = self.settings.url
-        lowered = detail.lower()
-        if "certificate" in lowered or "ssl" in lowered or "tls" in lowered or "alert" in lowered:
+        if kind in (REFUSED, UNSURE):
             return (
                 f"TLS: broker {where} rejected our client certificate ({detail}); "
                 "pass a certificate signed by the broker's CA with --cert and --key"
@@ -421,6 +554,7 @@ class MqttConnection:
         return f"broker {where} closed the connection before accepting it ({detail}); check the broker log"
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any) -> None:
+        self._last_in = time.monotonic()
         accepted = not rc.is_failure
         reason = rc.getName()
         with self._lock:
@@ -442,7 +576,9 @@ class MqttConnection:
                     log.exception("handler for %s failed on a message on %s", topic_filter, msg.topic)
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
-        if level == mqtt.MQTT_LOG_ERR:
+        if text.startswith("Received "):  # every packet from the broker, PINGRESP included
+            self._last_in = time.monotonic()
+        elif level == mqtt.MQTT_LOG_ERR:
             self._last_error = text
             log.debug("paho: %s", text)
 
