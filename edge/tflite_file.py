@@ -3,17 +3,21 @@
 A TFLite model is a FlatBuffer (schema: tensorflow/lite/schema/schema.fbs). This module reads only
 what the runtime and ``edge inspect`` need: tensors of the main subgraph, its inputs and outputs,
 the operator list and the metadata table (where ``edge convert`` embeds its manifest).
-It never allocates tensors or runs anything, so it is safe on untrusted files.
+It never allocates tensors or runs anything, so it is safe on untrusted files (every read is
+bounds-checked by ``edge.flatbuffer.FlatBufferReader``). ``read_metadata_entries`` reads only the metadata
+table, for callers that need just that (the standard TFLite metadata: ``edge.tflite_metadata``).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge._schema_tables import BUILTIN_OPERATORS, TENSOR_TYPES
 from edge.errors import ModelError
+from edge.flatbuffer import FlatBufferReader
 
 FILE_IDENTIFIER = b"TFL3"
 MANIFEST_METADATA_NAME = "edge_manifest"
@@ -98,86 +102,42 @@ class TFLiteFileInfo:
         return counts
 
 
-class _Reader:
-    """Minimal FlatBuffer table reader over a bytes object (little-endian, as FlatBuffers are)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def u16(self, pos: int) -> int:
-        return int(struct.unpack_from("<H", self.data, pos)[0])
-
-    def i32(self, pos: int) -> int:
-        return int(struct.unpack_from("<i", self.data, pos)[0])
-
-    def u32(self, pos: int) -> int:
-        return int(struct.unpack_from("<I", self.data, pos)[0])
-
-    def field(self, table: int, slot: int) -> int:
-        """Absolute position of a field in a table, or 0 when absent."""
-        vtable = table - self.i32(table)
-        vtable_size = self.u16(vtable)
-        entry = 4 + 2 * slot
-        if entry >= vtable_size:
-            return 0
-        offset = self.u16(vtable + entry)
-        return table + offset if offset else 0
-
-    def indirect(self, pos: int) -> int:
-        return pos + self.u32(pos)
-
-    def table(self, table: int, slot: int) -> int:
-        pos = self.field(table, slot)
-        return self.indirect(pos) if pos else 0
-
-    def scalar(self, table: int, slot: int, kind: str, default: int = 0) -> int:
-        pos = self.field(table, slot)
-        if not pos:
-            return default
-        return int(struct.unpack_from("<" + kind, self.data, pos)[0])
-
-    def string(self, table: int, slot: int) -> str:
-        pos = self.field(table, slot)
-        if not pos:
-            return ""
-        start = self.indirect(pos)
-        length = self.u32(start)
-        return self.data[start + 4 : start + 4 + length].decode("utf-8", errors="replace")
-
-    def vector(self, table: int, slot: int) -> tuple[int, int]:
-        """(position of first element, length) of a vector field; (0, 0) when absent."""
-        pos = self.field(table, slot)
-        if not pos:
-            return 0, 0
-        start = self.indirect(pos)
-        return start + 4, self.u32(start)
-
-    def tables(self, table: int, slot: int) -> list[int]:
-        start, length = self.vector(table, slot)
-        return [self.indirect(start + 4 * i) for i in range(length)]
-
-    def numbers(self, table: int, slot: int, kind: str) -> tuple:
-        start, length = self.vector(table, slot)
-        if not length:
-            return ()
-        return struct.unpack_from(f"<{length}{kind}", self.data, start)
-
-    def bytes_vector(self, table: int, slot: int) -> bytes:
-        start, length = self.vector(table, slot)
-        return self.data[start : start + length]
+# The reader used to live here as ``_Reader``; the name stays for code that imported it.
+_Reader = FlatBufferReader
 
 
 def read_tflite(data: bytes, source: str = "model") -> TFLiteFileInfo:
     """Parse a TFLite FlatBuffer. Raises ``ModelError`` when ``data`` is not a TFLite model."""
+    _check_identifier(data, source)
+    try:
+        return _parse(FlatBufferReader(data))
+    except (struct.error, IndexError, ValueError) as exc:
+        raise _damaged(source, exc) from exc
+
+
+def read_metadata_entries(data: bytes, source: str = "model") -> dict[str, bytes]:
+    """The model's metadata table, name -> buffer contents, without parsing its tensors or operators.
+
+    Raises ``ModelError`` when ``data`` is not a TFLite model or its metadata table is damaged."""
+    _check_identifier(data, source)
+    try:
+        r = FlatBufferReader(data)
+        model = r.root()
+        return dict(_metadata_entries(r, model, r.tables(model, _MODEL_BUFFERS)))
+    except (struct.error, IndexError, ValueError) as exc:
+        raise _damaged(source, exc) from exc
+
+
+def _check_identifier(data: bytes, source: str) -> None:
     if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
         raise ModelError(
             f"{source} is not a TFLite model (no 'TFL3' identifier); "
             "pass a .tflite file or a model package made by 'edge convert'"
         )
-    try:
-        return _parse(_Reader(data))
-    except (struct.error, IndexError, ValueError) as exc:
-        raise ModelError(f"{source} is a damaged TFLite file ({exc}); re-export or re-download it") from exc
+
+
+def _damaged(source: str, exc: Exception) -> ModelError:
+    return ModelError(f"{source} is a damaged TFLite file ({exc}); re-export or re-download it")
 
 
 def read_tflite_file(path: str | Path) -> TFLiteFileInfo:
@@ -194,8 +154,8 @@ def read_tflite_file(path: str | Path) -> TFLiteFileInfo:
     return read_tflite(data, source=str(path))
 
 
-def _parse(r: _Reader) -> TFLiteFileInfo:
-    model = r.indirect(0)
+def _parse(r: FlatBufferReader) -> TFLiteFileInfo:
+    model = r.root()
     version = r.scalar(model, 0, "I")
     buffers = r.tables(model, _MODEL_BUFFERS)
     opcodes = [_opcode_name(r, t) for t in r.tables(model, _MODEL_OPERATOR_CODES)]
@@ -218,11 +178,7 @@ def _parse(r: _Reader) -> TFLiteFileInfo:
                 custom=custom,
             )
         )
-    metadata = {}
-    for entry in r.tables(model, _MODEL_METADATA):
-        name = r.string(entry, _METADATA_NAME)
-        index = r.scalar(entry, _METADATA_BUFFER, "I")
-        metadata[name] = _buffer_bytes(r, buffers[index])
+    metadata = dict(_metadata_entries(r, model, buffers))
     return TFLiteFileInfo(
         size=len(r.data),
         schema_version=version,
@@ -236,7 +192,16 @@ def _parse(r: _Reader) -> TFLiteFileInfo:
     )
 
 
-def _opcode_name(r: _Reader, table: int) -> tuple[str, int, bool]:
+def _metadata_entries(r: FlatBufferReader, model: int, buffers: list[int]) -> Iterator[tuple[str, bytes]]:
+    for entry in r.tables(model, _MODEL_METADATA):
+        name = r.string(entry, _METADATA_NAME)
+        index = r.scalar(entry, _METADATA_BUFFER, "I")
+        if index >= len(buffers):
+            raise ValueError(f"metadata {name!r} names buffer {index} of {len(buffers)}")
+        yield name, _buffer_bytes(r, buffers[index])
+
+
+def _opcode_name(r: FlatBufferReader, table: int) -> tuple[str, int, bool]:
     code = max(
         r.scalar(table, _OPCODE_DEPRECATED_BUILTIN, "b"),
         r.scalar(table, _OPCODE_BUILTIN, "i"),
@@ -247,7 +212,7 @@ def _opcode_name(r: _Reader, table: int) -> tuple[str, int, bool]:
     return BUILTIN_OPERATORS.get(code, f"BUILTIN_{code}"), version, False
 
 
-def _tensor(r: _Reader, index: int, table: int) -> TensorInfo:
+def _tensor(r: FlatBufferReader, index: int, table: int) -> TensorInfo:
     shape = tuple(r.numbers(table, _TENSOR_SHAPE, "i"))
     signature = tuple(r.numbers(table, _TENSOR_SHAPE_SIG, "i")) or shape
     type_code = r.scalar(table, _TENSOR_TYPE, "b")
@@ -271,7 +236,7 @@ def _tensor(r: _Reader, index: int, table: int) -> TensorInfo:
     )
 
 
-def _buffer_bytes(r: _Reader, table: int) -> bytes:
+def _buffer_bytes(r: FlatBufferReader, table: int) -> bytes:
     data = r.bytes_vector(table, _BUFFER_DATA)
     if data:
         return bytes(data)
@@ -279,5 +244,7 @@ def _buffer_bytes(r: _Reader, table: int) -> bytes:
     offset = r.scalar(table, _BUFFER_OFFSET, "Q")
     size = r.scalar(table, _BUFFER_SIZE, "Q")
     if offset > 1 and size:
+        if offset + size > r.size:
+            raise ValueError(f"a buffer at offset {offset} (+{size} bytes) is outside the {r.size}-byte file")
         return bytes(r.data[offset : offset + size])
     return b""
