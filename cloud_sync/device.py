@@ -16,7 +16,7 @@ from cloud_sync.commands import Commands
 from cloud_sync.connection import BrokerSettings, Delivery, MqttConnection, client_id_for
 from cloud_sync.homeassistant import BIRTH_TOPIC, Discovery, HomeAssistant
 from cloud_sync.messages import build_result, dumps
-from cloud_sync.outbox import Outbox, OutboxPolicy
+from cloud_sync.outbox import DB_NAME, Outbox, OutboxPolicy, read_stats
 from cloud_sync.telemetry import build_telemetry
 from cloud_sync.topics import DeviceTopics, is_topic_part
 
@@ -46,6 +46,25 @@ class DeviceOptions:
     inputs: tuple[Path, ...] = ()  # files and folders given to the run: what ``snapshot`` may read
     watch: Path | None = None
     outbox: OutboxPolicy = field(default_factory=OutboxPolicy)
+
+
+def waiting_status(state_dir: Path) -> dict[str, Any]:
+    """The ``status`` fields of a device still waiting for its first model (besides ``state`` and ``ts``).
+
+    ``phase`` is ``waiting`` and ``model`` null; ``seq`` and ``stream`` are those of the outbox in
+    ``state_dir`` when there is one (a device whose store was emptied may still hold results), as in the
+    status of a serving device, so a collector sees its latest seq either way.
+    """
+    body: dict[str, Any] = {"phase": "waiting", "model": None}
+    if (Path(state_dir) / DB_NAME).exists():
+        try:
+            stats = read_stats(state_dir)
+        except Exception:  # the status must go out even when the outbox cannot be read
+            log.debug("cannot read the outbox in %s for the status", state_dir, exc_info=True)
+        else:
+            if stats.stream:
+                body.update(seq=stats.last_seq, stream=stats.stream)
+    return body
 
 
 class MqttSink:
@@ -252,7 +271,9 @@ class DeviceSync:
             client_id_for(options.device_id),
             protocol=options.protocol,
             status_topic=self.topics.status,
-            status_extra=lambda: {"seq": self.outbox.last_seq, "stream": self.outbox.stream},
+            status_extra=lambda: {
+                "seq": self.outbox.last_seq, "stream": self.outbox.stream, "phase": "serving"
+            },
             keepalive=options.keepalive,
             reconnect_max=options.reconnect_max,
         )

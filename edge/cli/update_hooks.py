@@ -10,7 +10,9 @@ never argparse's ``Namespace``:
   ``--trust`` keys into a ``TrustStore``; None when updates are off (no key).
 - ``wait_for_active_model(updates, mqtt, model)`` returns the path of the store's active model when
   ``edge run`` got no MODEL argument; while the store in ``updates.state_dir`` is empty it runs the update
-  agent alone (no pipeline yet) until a first model is accepted.
+  agent alone (no pipeline yet) until a first model is accepted. Meanwhile the device is visible: a
+  retained ``online`` status with ``"phase": "waiting", "model": null`` (and the ``offline`` last will);
+  a broker that is unreachable or a network that cuts the handshakes is only a warning, as in ``edge run``.
 - ``start_updates(updates, mqtt, model, pipeline, connection)`` starts the update agent on the MQTT
   connection; returns an object with ``close()``, or None when updates are not configured (no ``--trust``).
 
@@ -148,12 +150,20 @@ def wait_for_active_model(updates: UpdateSettings, mqtt: MqttSettings | None, mo
             "URL and --trust signing.pub to wait for one pushed with 'edge push-model'"
         )
     from cloud_sync.connection import MqttConnection, client_id_for
+    from cloud_sync.device import waiting_status
+    from cloud_sync.topics import DeviceTopics
     from edge.cli.broker_options import broker_from_settings
 
     check_update_options(updates)  # before connecting
     broker = broker_from_settings(mqtt)
+    device_id = _device_id(mqtt)
+    state_dir = mqtt.state_dir  # where the run's outbox lives (the seq and stream of the status)
     connection = MqttConnection(
-        broker, client_id_for(_device_id(mqtt), "first-model"), protocol=mqtt.version
+        broker,
+        client_id_for(device_id, "first-model"),
+        protocol=mqtt.version,
+        status_topic=DeviceTopics(mqtt.prefix, device_id).status,  # online while waiting; offline: the will
+        status_extra=lambda: waiting_status(state_dir),
     ).start(require=False)
     agent = _agent(updates, mqtt, model, None, connection)
     print(
