@@ -316,6 +316,9 @@ class MqttConnection:
             return self._retry_in_background(f"the TLS handshake with broker {where} was cut ({exc})")
         except (OSError, ValueError) as exc:
             message = f"broker {where} is not reachable ({exc}); check the host, the port and that it runs"
+            if isinstance(exc, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+                kind = "TLS handshake" if self.settings.tls else "connection"
+                message = f"the {kind} with broker {where} was cut ({exc}); check the network and the broker"
             if require:
                 self._started = False
                 raise BrokerError(message) from exc

@@ -11,22 +11,30 @@ real model on the digits images, a real mosquitto and a real collector (connecte
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from cloud_sync.connection import MqttConnection
+import pytest
+
+from cloud_sync.connection import MqttConnection, parse_broker_url
+from cloud_sync.device import DeviceOptions, DeviceSync
 from cloud_sync.outbox import read_stats
 from tests.assets import Assets
 from tests.broker import Broker
-from tests.cloud_sync.fakes import record
+from tests.cloud_sync.certs import CertAuthority
+from tests.cloud_sync.fakes import FakePipeline, record
 from tests.cloud_sync.helpers import Watcher, collector, device, wait_for
 from tests.cloud_sync.test_collector import complete, stored
+from tests.cloud_sync.test_tls_acl import tls_broker  # noqa: F401 (the fixture)
 from tests.cloud_sync.test_update_edge_run import EdgeRun, push
 from tests.cloud_sync.update_support import make_keys
 from tests.edge.update_packages import make_package
@@ -286,3 +294,56 @@ def test_half_open_link_is_detected_within_one_and_a_half_keepalives(
         sync.close(drain_timeout=1)
         coll.close()
         coll.store.close()
+
+
+def test_tls_handshakes_cut_are_retried_not_fatal(
+    tls_broker: tuple[Broker, CertAuthority], fault_proxy: ProxyFactory, tmp_path: Path,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Resets and closes during the TLS handshake (the ServerHello never arrives) are network flaps."""
+    broker, ca = tls_broker
+    proxy = fault_proxy(broker)
+    proxy.cut_handshakes(2, ["rst", "fin"])
+    cert = ca.issue("tls-dev", server=False)
+    options = DeviceOptions(
+        broker=parse_broker_url(proxy.url, ca=str(ca.ca_file), cert=str(cert.cert), key=str(cert.key)),
+        device_id="tls-dev", state_dir=tmp_path / "state", telemetry_interval_s=0, reconnect_max=2,
+    )
+    with caplog.at_level(logging.WARNING, logger="cloud_sync.connection"):
+        sync = DeviceSync(options, FakePipeline()).start()  # does not raise
+        try:
+            assert sync.connection.wait_connected(15)
+            assert proxy.stats.handshake_cuts == 2
+            sync.emit(record("tls.jpg"))
+            wait_for(lambda: sync.outbox.stats().pending == 0, timeout=15, what="the result acknowledged")
+        finally:
+            sync.close(drain_timeout=1)
+    warnings = [r.getMessage() for r in caplog.records if RETRYING in r.getMessage()]
+    assert len(warnings) == 1 and "TLS handshake" in warnings[0] and "was cut" in warnings[0], warnings
+
+
+def test_tls_session_closed_after_the_handshake_gets_a_second_attempt(
+    tls_broker: tuple[Broker, CertAuthority], fault_proxy: ProxyFactory, tmp_path: Path,  # noqa: F811
+) -> None:
+    """A FIN right after the TLS handshake, before the CONNACK: a network flap, never the certificate error
+    (a TLS close without an alert, what mosquitto does to a client without the certificate it requires, is
+    decided by a second attempt)."""
+    broker, ca = tls_broker
+    proxy = fault_proxy(broker)
+    cert = ca.issue("tls-dev2", server=False)
+    context = ssl.create_default_context(cafile=str(ca.ca_file))
+    context.load_cert_chain(str(cert.cert), str(cert.key))
+    with socket.create_connection((proxy.host, proxy.port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=proxy.host):
+        flight = proxy.stats.bytes_down  # the server's handshake flight (ServerHello ... Finished)
+    proxy.cut_handshakes(1, "fin", server_bytes=flight)
+    options = DeviceOptions(
+        broker=parse_broker_url(proxy.url, ca=str(ca.ca_file), cert=str(cert.cert), key=str(cert.key)),
+        device_id="tls-dev2", state_dir=tmp_path / "state", telemetry_interval_s=0, reconnect_max=2,
+    )
+    sync = DeviceSync(options, FakePipeline()).start()  # does not raise
+    try:
+        assert sync.connection.wait_connected(15)
+        assert proxy.stats.handshake_cuts == 1
+    finally:
+        sync.close(drain_timeout=1)
