@@ -27,9 +27,10 @@ import pytest
 
 from cloud_sync.connection import MqttConnection, parse_broker_url
 from cloud_sync.device import DeviceOptions, DeviceSync
+from cloud_sync.errors import BrokerError
 from cloud_sync.outbox import read_stats
 from tests.assets import Assets
-from tests.broker import Broker
+from tests.broker import Broker, BrokerFactory
 from tests.cloud_sync.certs import CertAuthority
 from tests.cloud_sync.fakes import FakePipeline, record
 from tests.cloud_sync.helpers import Watcher, collector, device, wait_for
@@ -347,3 +348,28 @@ def test_tls_session_closed_after_the_handshake_gets_a_second_attempt(
         assert proxy.stats.handshake_cuts == 1
     finally:
         sync.close(drain_timeout=1)
+
+
+def test_refused_credentials_stay_an_error_without_require(
+    mosquitto_factory: BrokerFactory, fault_proxy: ProxyFactory, tmp_path: Path,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not a network flap: a CONNACK refusal raises at start even with require=False (edge run exits 2);
+    after a cut first handshake it is logged as an error at the next attempts."""
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "dev", "secret"], check=True)
+    broker = mosquitto_factory(anonymous=False, global_extra=[f"password_file {passwd}"])
+    proxy = fault_proxy(broker)
+    wrong = parse_broker_url(f"mqtt://dev:wrong@127.0.0.1:{proxy.port}")
+    with pytest.raises(BrokerError, match="refused the connection: (Bad user name or password|Not auth)"):
+        MqttConnection(wrong, "wrong-pw").start(require=False)
+    proxy.cut_handshakes(1)
+    conn = MqttConnection(wrong, "wrong-pw-after-cut", reconnect_max=1)
+    with caplog.at_level(logging.WARNING, logger="cloud_sync.connection"):
+        conn.start(require=False)  # the cut is a warning
+        try:
+            wait_for(lambda: any(r.levelno == logging.ERROR and "refused the connection" in r.getMessage()
+                                 for r in caplog.records), timeout=10, what="the refusal logged as an error")
+        finally:
+            conn.close()
+    assert not conn.connected
