@@ -24,12 +24,12 @@ import numpy as np
 from edge.backends import Backend, get_backend
 from edge.backends.edgetpu import EDGETPU_CUSTOM_OP, check_device, open_delegate
 from edge.errors import BackendError, ConfigError, InputError, ModelError
-from edge.manifest import TASKS, Manifest
 from edge.package import LoadedModelSource, load_model_source
-from edge.tasks import Decoder, TaskContext, TaskResult, get_decoder
+from edge.tasks import TASK_MODULES, Decoder, TaskContext, TaskResult, get_decoder
 from edge.tflite_file import TFLiteFileInfo, read_tflite
 
 if TYPE_CHECKING:
+    from edge.manifest import Manifest
     from edge.preprocess import Geometry
 
 log = logging.getLogger(__name__)
@@ -426,8 +426,8 @@ def load_model(
     When the accelerator cannot be used the CPU model runs with one warning, or ``BackendError`` is raised
     with ``require_accelerator``.
     """
-    if task is not None and task not in TASKS:
-        raise ConfigError(f"task {task!r} is not known; choose one of: {', '.join(TASKS)}")
+    if task is not None and task not in TASK_MODULES:
+        raise ConfigError(f"task {task!r} is not known; choose one of: {', '.join(TASK_MODULES)}")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be at least 1, got {threads}")
     chosen = get_backend(backend)

@@ -20,14 +20,18 @@ from __future__ import annotations
 import io
 import json
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.errors import ModelError, PackageError
 from edge.fsutil import atomic_writer
-from edge.manifest import FileEntry, Manifest
 from edge.tflite_file import MANIFEST_METADATA_NAME, TFLiteFileInfo, read_tflite
+
+if TYPE_CHECKING:  # imported where used: a bare .tflite run needs neither (start-up time)
+    import zipfile
+
+    from edge.manifest import Manifest
 
 PACKAGE_SUFFIX = ".edgepkg"
 MANIFEST_NAME = "manifest.json"
@@ -80,6 +84,8 @@ class LoadedModelSource:
 
 def build_package_bytes(manifest: Manifest, files: dict[str, bytes], signature: bytes | None = None) -> bytes:
     """Zip ``files`` with a manifest listing their digests. Returns the package bytes."""
+    from edge.manifest import FileEntry
+
     for name in files:
         if not ALLOWED_NAMES.match(name):
             raise PackageError(f"file name {name!r} is not allowed in a package")
@@ -109,6 +115,8 @@ def with_signature(package: ModelPackage, signature: bytes) -> bytes:
 
 def _zip_package(manifest_bytes: bytes, files: dict[str, bytes], signature: bytes | None) -> bytes:
     """The zip: manifest first, the files in name order, then the signature (when there is one)."""
+    import zipfile
+
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(_zip_info(MANIFEST_NAME), manifest_bytes)
@@ -135,6 +143,10 @@ def read_package(path: str | Path) -> ModelPackage:
 
 def read_package_bytes(data: bytes, source: str = "package") -> ModelPackage:
     """Parse and verify package bytes: safe names, known files, sizes and sha256 of every file."""
+    import zipfile
+
+    from edge.manifest import Manifest
+
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
@@ -192,6 +204,8 @@ def embedded_manifest(info: TFLiteFileInfo, source: str = "model") -> Manifest |
     raw = info.metadata.get(MANIFEST_METADATA_NAME)
     if raw is None:
         return None
+    from edge.manifest import Manifest
+
     return Manifest.from_bytes(raw, source=f"{source}:metadata[{MANIFEST_METADATA_NAME}]")
 
 
@@ -214,6 +228,8 @@ def existing_versions(folder: str | Path, name: str) -> list[int]:
 
 
 def _zip_info(name: str) -> zipfile.ZipInfo:
+    import zipfile
+
     # A fixed timestamp keeps package bytes reproducible for identical content.
     info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_DEFLATED

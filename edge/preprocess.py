@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from edge.errors import ConfigError, InputError
 
@@ -168,6 +168,8 @@ def decode(
             image.seek(0)
         image.load()
         if orientation != 1:
+            from PIL import ImageOps  # only here: most inputs need no turn, and it is 3 ms of start-up
+
             image = ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{name} is too large to decode safely ({exc}); resize it first") from exc

@@ -15,18 +15,12 @@ from typing import TYPE_CHECKING
 
 from edge.errors import ConfigError
 from edge.sources.base import NAME_PATTERN, InputItem, kind_of, mask_url, source_name_for, unique_names
-from edge.sources.live import Feed, FeedOptions, from_iterator
+from edge.sources.options import FeedOptions, StreamOptions
 
 if TYPE_CHECKING:
-    from edge.sources.stream import StreamOptions
+    from edge.sources.live import Feed
 
 FILES, WATCH, SNAPSHOT = "files", "watch", "snapshot"
-
-
-def _stream_options() -> StreamOptions:
-    from edge.sources.stream import StreamOptions
-
-    return StreamOptions()
 
 
 def is_source(target: str) -> bool:
@@ -40,7 +34,7 @@ class SourceSpec:
 
     target: str
     name: str
-    stream: StreamOptions = field(default_factory=lambda: _stream_options())
+    stream: StreamOptions = field(default_factory=StreamOptions)
     feed: FeedOptions = field(default_factory=FeedOptions)
     top_k: int | None = None
     threshold: float | None = None
@@ -105,6 +99,8 @@ def build_feeds(settings: SourcesSettings, decode_hint: tuple[int, int] | None =
     ``decode_hint`` (the model's input width and height) lets decoders that can scale (MJPEG) decode smaller.
     """
     # each kind's module is imported only when a run has that kind of source (start-up time)
+    from edge.sources.live import Feed, from_iterator
+
     feeds: list[Feed] = []
     if settings.files:
         from edge.sources.files import expand_paths

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from edge.errors import EdgeError, SourceError
@@ -29,6 +29,7 @@ from edge.sources.base import (
     SourceBoard,
     is_frame,
 )
+from edge.sources.options import FeedOptions
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,6 @@ class Slot:
     @property
     def done(self) -> bool:
         return self.closed and not self._items
-
-
-@dataclass(frozen=True, slots=True)
-class FeedOptions:
-    """How the inference loop takes from one source: at most ``fps`` per second, gated by ``motion``."""
-
-    fps: float | None = None
-    motion: float | None = None  # percent of the picture that must change; None: no gate
 
 
 class SourceContext:

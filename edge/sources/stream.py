@@ -16,63 +16,28 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge.errors import ConfigError, SourceError
 from edge.sources.base import STREAMING, InputItem, kind_of, mask_in, mask_url
-from edge.sources.live import Feed, FeedOptions, Producer, SourceContext, SourceStalled, reconnecting
+from edge.sources.live import Feed, Producer, SourceContext, SourceStalled, reconnecting
+from edge.sources.options import (  # noqa: F401  (re-exported: the options used to live here)
+    RTSP_TRANSPORTS,
+    VIDEO_FORMATS,
+    FeedOptions,
+    StreamOptions,
+    check_options,
+    parse_size,
+)
 from edge.sources.snapshot import fetch_snapshot, open_url
 
 log = logging.getLogger(__name__)
 
-RTSP_TRANSPORTS = ("tcp", "udp")
-VIDEO_FORMATS = {"mjpeg": "mjpeg", "yuyv": "yuyv422"}
 MAX_CORRUPT_IN_A_ROW = 100  # packets that fail to decode before the stream is reopened
 _HLS_TYPES = ("application/vnd.apple.mpegurl", "application/x-mpegurl", "audio/mpegurl", "audio/x-mpegurl")
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOptions:
-    """How a stream, file or camera is opened and read."""
-
-    rtsp_transport: str = "tcp"
-    video_size: tuple[int, int] | None = None  # V4L2 only
-    video_fps: float | None = None  # V4L2 only
-    video_format: str | None = None  # V4L2 only: mjpeg or yuyv
-    realtime: bool = False  # video files: pace at their frame rate, newest frame only
-    stall_timeout: float = 10.0  # seconds without data before a stream counts as stalled
-    open_timeout: float = 10.0
-    interval: float = 5.0  # an http URL that serves single images: seconds between snapshots
-    decode_hint: tuple[int, int] | None = None  # the model's input size: MJPEG decodes no larger than needed
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"1280x720"`` as ``(1280, 720)``; a ConfigError naming the value otherwise."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--video-size {text!r}: expected WIDTHxHEIGHT, e.g. 1280x720") from None
-    if width < 1 or height < 1:
-        raise ConfigError(f"--video-size {text!r}: width and height must be at least 1")
-    return width, height
-
-
-def check_options(options: StreamOptions) -> StreamOptions:
-    if options.rtsp_transport not in RTSP_TRANSPORTS:
-        raise ConfigError(f"--rtsp-transport {options.rtsp_transport!r}: choose tcp or udp")
-    if options.video_format is not None and options.video_format not in VIDEO_FORMATS:
-        allowed = ", ".join(VIDEO_FORMATS)
-        raise ConfigError(f"--video-format {options.video_format!r}: choose one of {allowed}")
-    if options.video_fps is not None and not (math.isfinite(options.video_fps) and options.video_fps > 0):
-        raise ConfigError(f"--video-fps {options.video_fps}: must be a number more than 0")
-    if not (math.isfinite(options.stall_timeout) and options.stall_timeout > 0):
-        raise ConfigError(f"--stall-timeout {options.stall_timeout}: must be a number of seconds more than 0")
-    return options
 
 
 def _av() -> Any:

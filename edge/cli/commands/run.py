@@ -109,7 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge run")
+    from edge.cli import HelpFormatter
+
+    parser = argparse.ArgumentParser(prog="edge run", formatter_class=HelpFormatter)
     add_arguments(parser)
     return parser
 
@@ -222,8 +224,7 @@ def sources_settings(args: argparse.Namespace) -> Any:
     """Every input of the run, from the command line and ``--config``'s ``[[source]]`` tables, checked."""
     from edge.motion import check_threshold
     from edge.sources.feeds import SourceSpec, SourcesSettings, is_source, name_sources
-    from edge.sources.live import FeedOptions
-    from edge.sources.stream import StreamOptions, check_options, parse_size
+    from edge.sources.options import FeedOptions, StreamOptions, check_options, parse_size
 
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         raise ConfigError(f"--fps must be a number more than 0, got {args.fps}")
@@ -257,8 +258,7 @@ def _table_spec(table: dict[str, Any], stream: Any, feed: Any) -> Any:
     """A ``[[source]]`` table (checked by ``edge.config``) over the run's own stream and feed options."""
     from edge.sources.base import source_name_for
     from edge.sources.feeds import SourceSpec
-    from edge.sources.live import FeedOptions
-    from edge.sources.stream import check_options, parse_size
+    from edge.sources.options import FeedOptions, check_options, parse_size
 
     target = str(table["input"])
     keys = ("realtime", "stall_timeout", "rtsp_transport", "video_fps", "video_format")
