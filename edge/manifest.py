@@ -14,7 +14,7 @@ from edge.errors import PackageError
 
 FORMAT = "edge-model-package"
 FORMAT_VERSION = 1
-TASKS = ("classification", "detection", "raw")
+TASKS = ("classification", "detection", "raw", "segmentation")
 LAYOUTS = ("NHWC", "NCHW", "other")
 
 

@@ -18,7 +18,12 @@ from edge.errors import ConfigError
 if TYPE_CHECKING:
     from edge.preprocess import Geometry
 
-TASK_MODULES = {"classification": "classification", "detection": "detection", "raw": "raw"}
+TASK_MODULES = {
+    "classification": "classification",
+    "detection": "detection",
+    "raw": "raw",
+    "segmentation": "segmentation",
+}
 
 
 class TaskResult(Protocol):
