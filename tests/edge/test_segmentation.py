@@ -369,11 +369,17 @@ def test_deeplab_on_coffee_finds_no_person_or_cat(deeplab: tuple[Any, list[str]]
     assert "person" not in labels and "cat" not in labels
 
 
-def test_pipeline_gives_segments_in_the_record(third_party: ThirdParty, assets: Any) -> None:  # noqa: F811
+def test_pipeline_gives_segments_in_the_record(
+    third_party: ThirdParty,  # noqa: F811
+    deeplab: tuple[Any, list[str]],
+    assets: Any,
+) -> None:
     from edge.model import load_model
     from edge.pipeline import Pipeline
 
-    model = load_model(third_party.models["segmentation"], task="segmentation", mean=127.5, std=127.5)
+    # Labels, normalization and task given, so this does not depend on reading the standard metadata.
+    path, labels = third_party.models["segmentation"], deeplab[1]
+    model = load_model(path, task="segmentation", mean=127.5, std=127.5, labels=labels)
     record = Pipeline(model).infer(assets.images["astronaut.jpg"]).to_json()
     assert record["error"] is None and record["task"] == "segmentation"
     segments = {s["label"]: s for s in record["segments"]}
