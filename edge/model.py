@@ -24,6 +24,16 @@ import numpy as np
 from edge.backends import Backend, get_backend
 from edge.backends.edgetpu import EDGETPU_CUSTOM_OP, check_device, open_delegate
 from edge.errors import BackendError, ConfigError, InputError, ModelError
+from edge.model_defaults import (
+    Choice,
+    float_default_warning,
+    guess_task,
+    parse_label_lines,
+    resolve_labels,
+    resolve_normalization,
+    ssd_output_roles,
+    yolo_head,
+)
 from edge.package import LoadedModelSource, load_model_source
 from edge.tasks import TASK_MODULES, Decoder, TaskContext, TaskResult, get_decoder
 from edge.tflite_file import TFLiteFileInfo, read_tflite
@@ -31,6 +41,7 @@ from edge.tflite_file import TFLiteFileInfo, read_tflite
 if TYPE_CHECKING:
     from edge.manifest import Manifest
     from edge.preprocess import Geometry
+    from edge.tflite_metadata import StandardMetadata
 
 log = logging.getLogger(__name__)
 
@@ -241,18 +252,8 @@ def _fit_channels(values: tuple[float, ...], channels: int, what: str) -> tuple[
     return values
 
 
-def guess_task(info: TFLiteFileInfo) -> str:
-    """Task of a model without a manifest: SSD-style outputs: detection; one (1, N) output: classification."""
-    shapes = [t.shape for t in info.outputs]
-    if len(shapes) in (3, 4) and any(len(s) == 3 and s[-1] == 4 for s in shapes):
-        return "detection"
-    if len(shapes) == 1 and len(shapes[0]) == 2 and shapes[0][0] == 1 and shapes[0][1] > 1:
-        return "classification"
-    return "raw"
-
-
 def read_labels(labels: Sequence[str] | str | Path | None) -> tuple[str, ...] | None:
-    """Labels given as a sequence or a labels file (one per line)."""
+    """Labels given as a sequence or a labels file (one per line, or Coral's ``id label`` lines)."""
     if labels is None:
         return None
     if isinstance(labels, str | Path):
@@ -260,7 +261,7 @@ def read_labels(labels: Sequence[str] | str | Path | None) -> tuple[str, ...] | 
             text = Path(labels).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read labels file {labels}: {exc.strerror}; check the path") from exc
-        return tuple(line.strip() for line in text.splitlines() if line.strip())
+        return parse_label_lines(text.splitlines())
     return tuple(str(label) for label in labels)
 
 
@@ -268,7 +269,11 @@ def read_labels(labels: Sequence[str] | str | Path | None) -> tuple[str, ...] | 
 
 
 class Model:
-    """One interpreter with its tensors, labels and normalization. ``invoke`` is serialized by a lock."""
+    """One interpreter with its tensors, labels and normalization. ``invoke`` is serialized by a lock.
+
+    ``facts`` says where the task, the normalization and the labels came from (``edge inspect`` and
+    ``describe()`` show it): the caller's options, the manifest, the standard metadata or a default.
+    """
 
     def __init__(
         self,
@@ -281,10 +286,14 @@ class Model:
         std: tuple[float, ...] | None,
         threads: int | None,
         accelerator: str | None,
+        metadata: StandardMetadata | None = None,
+        facts: dict[str, Choice] | None = None,
+        score_threshold: float = 0.0,
     ) -> None:
         self.source = source
         self.path = source.path
         self.manifest: Manifest | None = source.manifest
+        self.metadata = metadata
         self.name = self.manifest.name if self.manifest else source.path.stem
         self.version = self.manifest.version if self.manifest else 0
         self.task = task
@@ -292,11 +301,15 @@ class Model:
         self.backend_name = backend.name
         self.threads = threads
         self.accelerator = accelerator
+        self.facts: dict[str, Choice] = dict(facts or {})
+        self.score_threshold = score_threshold  # the model's own default (metadata), used when none is given
         self._interpreter = interpreter
         self._lock = threading.Lock()
         inputs = [_spec(d) for d in interpreter.get_input_details()]
         self.outputs = tuple(_spec(d) for d in interpreter.get_output_details())
         self.output_names = tuple(o.name for o in self.outputs)
+        roles = ssd_output_roles(source.info, [o.index for o in self.outputs])
+        self._decode_names = roles if roles and task == "detection" else self.output_names
         self._decoder: Decoder = get_decoder(task)
         if len(inputs) != 1:
             raise ModelError(f"{self.path} has {len(inputs)} inputs; this runtime runs models with one input")
@@ -306,15 +319,33 @@ class Model:
     def _input_spec(
         self, tensor: TensorSpec, mean: tuple[float, ...] | None, std: tuple[float, ...] | None
     ) -> InputSpec:
+        """Normalization from the first that has it: the caller, the manifest, the metadata, the default."""
         layout, height, width, channels = _layout(tensor.shape)
-        manifest_spec = self.manifest.inputs[0] if self.manifest and self.manifest.inputs else None
         n = max(channels, 1)
-        if mean is None and manifest_spec and manifest_spec.mean:
-            mean = _per_channel(manifest_spec.mean, "mean")
-        if std is None and manifest_spec and manifest_spec.std:
-            std = _per_channel(manifest_spec.std, "std")
-        mean = _fit_channels(mean or (0.0,), n, "mean")
-        std = _fit_channels(std or (1.0,), n, "std")
+        manifest_spec = self.manifest.inputs[0] if self.manifest and self.manifest.inputs else None
+        stated = None
+        if self.manifest is not None:
+            stated = (
+                _per_channel(manifest_spec.mean or None, "mean") or (),
+                _per_channel(manifest_spec.std or None, "std") or (),
+            ) if manifest_spec else ((), ())
+        meta_norm = self.metadata.inputs[0].normalization if self.metadata and self.metadata.inputs else None
+        quant = tensor.quant if tensor.quant and not tensor.quant.per_channel else None
+        one_output = self.outputs[0].shape if len(self.outputs) == 1 else ()
+        mean, std, choice = resolve_normalization(
+            (mean, std),
+            stated,
+            (meta_norm.mean, meta_norm.std) if meta_norm else None,
+            str(tensor.dtype),
+            (quant.scale[0], quant.zero_point[0]) if quant else None,
+            is_image=layout != "other",
+            yolo=self.task == "detection" and yolo_head(one_output),
+        )
+        self.facts["normalization"] = choice
+        if choice.source == "default" and np.issubdtype(tensor.dtype, np.floating) and layout != "other":
+            log.warning(float_default_warning(self.path.name, mean[0], std[0]))
+        mean = _fit_channels(mean, n, "mean")
+        std = _fit_channels(std, n, "std")
         return InputSpec(
             tensor,
             height,
@@ -354,10 +385,10 @@ class Model:
     ) -> TaskResult:
         """Dequantized outputs to the task's result (decoder resolved once, when the model loaded)."""
         context = TaskContext(
-            output_names=self.output_names,
+            output_names=self._decode_names,
             label=self.label,
             top_k=top_k,
-            threshold=threshold,
+            threshold=threshold if threshold > 0 else self.score_threshold,
             geometry=geometry,
             input_size=(self.input.width, self.input.height),
             num_labels=len(self.labels),
@@ -382,10 +413,16 @@ class Model:
             "input": self.input.tensor.to_json(),
             "outputs": [o.to_json() for o in self.outputs],
             "fast_uint8": self.input.fast_uint8,
+            "normalization": {"mean": list(self.input.mean), "std": list(self.input.std)},
+            "facts": {key: _choice_json(choice) for key, choice in self.facts.items()},
         }
 
     def __repr__(self) -> str:
         return f"Model({self.name!r} v{self.version}, task={self.task}, backend={self.backend_name})"
+
+
+def _choice_json(choice: Choice) -> dict[str, str]:
+    return {"source": choice.source, "reason": choice.reason} if choice.reason else {"source": choice.source}
 
 
 def _spec(details: dict[str, Any]) -> TensorSpec:
@@ -419,12 +456,14 @@ def load_model(
     require_accelerator: bool = False,
     labels: Sequence[str] | str | Path | None = None,
     warmup: bool = True,
+    label_offset_override: int | None = None,
 ) -> Model:
     """Load a package or ``.tflite`` into a ready interpreter (warmed up unless ``warmup=False``).
 
     ``delegate``: None/``cpu`` for the CPU, ``edgetpu`` for the Coral (or a delegate library path).
     When the accelerator cannot be used the CPU model runs with one warning, or ``BackendError`` is raised
-    with ``require_accelerator``.
+    with ``require_accelerator``. ``label_offset_override``: class id k is label k + offset (None: decided
+    from the labels, ``edge.model_defaults.label_offset``).
     """
     if task is not None and task not in TASK_MODULES:
         raise ConfigError(f"task {task!r} is not known; choose one of: {', '.join(TASK_MODULES)}")
@@ -437,23 +476,75 @@ def load_model(
     )
     interpreter = _make_interpreter(chosen, source, model_bytes, info, threads, delegates)
     manifest = source.manifest
-    resolved_task = task or (manifest.task if manifest else guess_task(info))
-    model_labels = read_labels(labels) or (manifest.labels if manifest else ())
+    metadata = _standard_metadata(source)
+    facts: dict[str, Choice] = {}
+    if task:
+        resolved_task, facts["task"] = task, Choice("flags")
+    elif manifest:
+        resolved_task, facts["task"] = manifest.task, Choice("manifest")
+    else:
+        shapes = [tuple(int(d) for d in o["shape"]) for o in interpreter.get_output_details()]
+        guess = guess_task(source.info, shapes)
+        resolved_task, facts["task"] = guess.task, Choice("guessed", guess.reason)
+    details = interpreter.get_output_details()
+    classes = int(details[0]["shape"][-1]) if len(details) == 1 and len(details[0]["shape"]) else None
+    model_labels, facts["labels"] = resolve_labels(
+        read_labels(labels),
+        manifest.labels if manifest else None,
+        _metadata_labels(metadata),
+        resolved_task,
+        classes,
+        source.info,
+        label_offset_override,
+    )
     model = Model(
         source,
         interpreter,
         chosen,
         resolved_task,
-        tuple(model_labels),
+        model_labels,
         _per_channel(mean, "mean"),
         _per_channel(std, "std"),
         threads,
         accelerator,
+        metadata=metadata,
+        facts=facts,
+        score_threshold=_metadata_threshold(metadata),
     )
     if warmup:
         model.warmup()
     log.info("loaded %r from %s (%s)", model, source.path, accelerator or "cpu")
     return model
+
+
+def _standard_metadata(source: LoadedModelSource) -> StandardMetadata | None:
+    """The standard TFLite metadata, if the model has it; damaged metadata is a warning, not a failure."""
+    from edge.tflite_metadata import METADATA_NAME
+
+    if METADATA_NAME not in source.info.metadata:
+        return None  # the reader is imported only for models that carry metadata (start-up time)
+    from edge.tflite_metadata import read_standard_metadata
+
+    return read_standard_metadata(
+        source.model_bytes, source=str(source.path), entries=source.info.metadata, strict=False
+    )
+
+
+def _metadata_labels(metadata: StandardMetadata | None) -> tuple[str, ...]:
+    """Labels from the metadata: the first output that has a labels file (a detector's class output)."""
+    if metadata is None:
+        return ()
+    for index in range(len(metadata.outputs)):
+        found = metadata.labels_for_output(index) or metadata.value_labels_for_output(index)
+        if found:
+            return parse_label_lines(found)
+    return ()
+
+
+def _metadata_threshold(metadata: StandardMetadata | None) -> float:
+    if metadata is None:
+        return 0.0
+    return next((float(t.score_threshold) for t in metadata.outputs if t.score_threshold), 0.0)
 
 
 def _choose_accelerator(

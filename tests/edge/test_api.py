@@ -183,7 +183,8 @@ def test_options_and_models_that_cannot_be_used_raise(assets: Assets, tmp_path: 
     junk.write_bytes(b"\0" * 64)
     with pytest.raises(ModelError):
         load_model(junk)
-    labelled = load_model(assets.model("digits_float32"), labels=[f"digit {d}" for d in range(10)], top_k=1)
+    labelled = load_model(assets.model("digits_float32"), labels=[f"digit {d}" for d in range(10)], top_k=1,
+                          mean=0, std=1)
     assert labelled.predict(assets.digit_images / "00_8.png").result.classes[0].label == "digit 8"
     labelled.close()
     assert labelled.closed and repr(labelled) == "Predictor(closed)"

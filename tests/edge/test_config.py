@@ -72,8 +72,8 @@ BROKEN = [
         ["task.resize is 'squash'", "'stretch', 'letterbox', 'crop'"],
     ),
     (
-        'state_dir = "/s"\n[task]\ntask = "segmentation"\n',
-        ["task.task is 'segmentation'", "'classification'"],
+        'state_dir = "/s"\n[task]\ntask = "poetry"\n',
+        ["task.task is 'poetry'", "'classification'"],
     ),
     (
         'state_dir = "/s"\n[task]\nmean = [1.0, 2.0]\n',
