@@ -65,17 +65,22 @@ def load_model(
     require_accelerator: bool = False,
     threads: int | None = None,
     warmup: bool = True,
+    label_offset: int | None = None,
+    mask_dir: PathLike | None = None,
 ) -> Predictor:
     """Load a model package (``.edgepkg``) or a bare ``.tflite`` file, ready to ``predict`` and ``stream``.
 
     The options are those of ``edge run``: ``labels`` (a labels file, or the labels themselves), ``task``
-    (``classification``, ``detection``, ``raw``; default: the manifest's, else guessed from the outputs),
+    (``classification``, ``detection``, ``segmentation``, ``raw``; default: the manifest's, else guessed
+    from the outputs), ``label_offset`` (class id k is label line k + offset; default: by convention),
     ``mean``/``std`` (one value or one per channel: the model gets ``(pixel - mean) / std``), ``top_k``,
     ``threshold`` (0..1), ``resize`` (``stretch``, ``letterbox``, ``crop``; default letterbox for detection,
     stretch otherwise), ``backend`` (``auto``, ``litert``, ``tflite-runtime``, ``tensorflow``),
     ``accelerator`` (``--delegate``: ``edgetpu``, ``cpu`` or a delegate library path), ``device``
     (``usb``, ``usb:N``, ``pci``, ``pci:N``), ``require_accelerator`` (fail instead of falling back to the
-    CPU) and ``threads`` (interpreter threads; default: the interpreter's). Without ``warmup=False`` one
+    CPU), ``threads`` (interpreter threads; default: the interpreter's) and ``mask_dir`` (segmentation:
+    each result's colour mask PNG is written there, its path in the record's ``mask``). Without
+    ``warmup=False`` one
     invoke on zeros runs now, so the first ``predict`` does not pay for lazy initialization.
     """
     from edge.model import load_model as load_low_level
@@ -93,8 +98,9 @@ def load_model(
         require_accelerator=require_accelerator,
         labels=os.fspath(labels) if isinstance(labels, os.PathLike) else labels,
         warmup=warmup,
+        label_offset_override=label_offset,
     )
-    return Predictor(model, top_k=top_k, threshold=threshold, resize=resize)
+    return Predictor(model, top_k=top_k, threshold=threshold, resize=resize, mask_dir=mask_dir)
 
 
 def _check_options(top_k: int, threshold: float, resize: str | None) -> None:
@@ -118,16 +124,28 @@ class Predictor:
     """
 
     def __init__(
-        self, model: Model, *, top_k: int = 5, threshold: float = 0.0, resize: str | None = None
+        self,
+        model: Model,
+        *,
+        top_k: int = 5,
+        threshold: float = 0.0,
+        resize: str | None = None,
+        mask_dir: PathLike | None = None,
     ) -> None:
         from edge.pipeline import Pipeline
 
         _check_options(top_k, threshold, resize)
         self.top_k, self.threshold, self.resize = top_k, float(threshold), resize
+        self.annotators: list[Any] = []
+        if mask_dir is not None:
+            from edge.tasks.segmentation import MaskWriter
+
+            self.annotators.append(MaskWriter(os.fspath(mask_dir)))
         self._model: Model | None = model
         # serial: one input at a time, nothing to decode ahead
         self._pipeline: Pipeline | None = Pipeline(
-            model, top_k=top_k, threshold=threshold, resize=resize, decode_workers=0, overlap=False
+            model, top_k=top_k, threshold=threshold, resize=resize, decode_workers=0, overlap=False,
+            annotators=self.annotators,
         )
         self._streams: weakref.WeakSet[Stream] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -353,7 +371,7 @@ class Stream:
         # as edge run: a live frame is taken when the interpreter is free; decoding ahead would queue old ones
         self._pipeline: Pipeline = Pipeline(
             model, top_k=predictor.top_k, threshold=predictor.threshold, resize=predictor.resize,
-            overlap=False if self._mux.live else None,
+            overlap=False if self._mux.live else None, annotators=predictor.annotators,
         )
         self._limit = limit
         self._results: Iterator[InferenceResult] | None = None

@@ -28,10 +28,13 @@ from edge.model_defaults import (
     Choice,
     float_default_warning,
     guess_task,
+    metadata_labels,
+    metadata_threshold,
     parse_label_lines,
     resolve_labels,
     resolve_normalization,
     ssd_output_roles,
+    standard_metadata,
     yolo_head,
 )
 from edge.package import LoadedModelSource, load_model_source
@@ -476,7 +479,7 @@ def load_model(
     )
     interpreter = _make_interpreter(chosen, source, model_bytes, info, threads, delegates)
     manifest = source.manifest
-    metadata = _standard_metadata(source)
+    metadata = standard_metadata(source)
     facts: dict[str, Choice] = {}
     if task:
         resolved_task, facts["task"] = task, Choice("flags")
@@ -491,7 +494,7 @@ def load_model(
     model_labels, facts["labels"] = resolve_labels(
         read_labels(labels),
         manifest.labels if manifest else None,
-        _metadata_labels(metadata),
+        metadata_labels(metadata),
         resolved_task,
         classes,
         source.info,
@@ -509,42 +512,12 @@ def load_model(
         accelerator,
         metadata=metadata,
         facts=facts,
-        score_threshold=_metadata_threshold(metadata),
+        score_threshold=metadata_threshold(metadata),
     )
     if warmup:
         model.warmup()
     log.info("loaded %r from %s (%s)", model, source.path, accelerator or "cpu")
     return model
-
-
-def _standard_metadata(source: LoadedModelSource) -> StandardMetadata | None:
-    """The standard TFLite metadata, if the model has it; damaged metadata is a warning, not a failure."""
-    from edge.tflite_metadata import METADATA_NAME
-
-    if METADATA_NAME not in source.info.metadata:
-        return None  # the reader is imported only for models that carry metadata (start-up time)
-    from edge.tflite_metadata import read_standard_metadata
-
-    return read_standard_metadata(
-        source.model_bytes, source=str(source.path), entries=source.info.metadata, strict=False
-    )
-
-
-def _metadata_labels(metadata: StandardMetadata | None) -> tuple[str, ...]:
-    """Labels from the metadata: the first output that has a labels file (a detector's class output)."""
-    if metadata is None:
-        return ()
-    for index in range(len(metadata.outputs)):
-        found = metadata.labels_for_output(index) or metadata.value_labels_for_output(index)
-        if found:
-            return parse_label_lines(found)
-    return ()
-
-
-def _metadata_threshold(metadata: StandardMetadata | None) -> float:
-    if metadata is None:
-        return 0.0
-    return next((float(t.score_threshold) for t in metadata.outputs if t.score_threshold), 0.0)
 
 
 def _choose_accelerator(

@@ -23,8 +23,13 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from edge.tflite_file import TFLiteFileInfo
+
+if TYPE_CHECKING:
+    from edge.package import LoadedModelSource
+    from edge.tflite_metadata import StandardMetadata
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +223,8 @@ def is_background(label: str) -> bool:
 def label_offset(labels: Sequence[str], task: str, classes: int | None) -> tuple[int, str]:
     """(offset, why): class id ``k`` is ``labels[k + offset]``.
 
-    - classification: a label list one longer than the class scores, starting with a background line, is
-      offset by 1; as long as the scores, 0 (the model's class 0 is the background);
+    - classification: a label list one longer than the class scores is offset by 1 (its first line is no
+      class), one shorter by -1 (the model's class 0, the background, has no line); as long: 0;
     - detection: a background first line is skipped (the SSD post-processing op removes the background class);
     - segmentation and the rest: 0 (class 0 is the background pixel class).
     """
@@ -229,6 +234,8 @@ def label_offset(labels: Sequence[str], task: str, classes: int | None) -> tuple
     if task == "classification" and classes:
         if len(labels) == classes + 1:
             return 1, f"{len(labels)} labels for {classes} classes: the first ({first!r}) is not a class"
+        if len(labels) == classes - 1:
+            return -1, f"{len(labels)} labels for {classes} classes: class 0 (the background) has none"
         return 0, ""
     if task == "detection" and is_background(first):
         return 1, f"the first label ({first!r}) is the background, which detections do not report"
@@ -274,7 +281,7 @@ def resolve_labels(
     if offset is not None:  # the caller's word: no convention applied
         return _shifted(found, offset), Choice(source, f"--label-offset {offset}")
     offset, why = label_offset(found, task, classes)
-    aligned = found[offset:]
+    aligned = _shifted(found, offset)
     spread = coco90(aligned, info)
     if spread is not None:
         coco = "80 COCO names for a TF Object Detection API detector: COCO's 90 ids"
@@ -284,6 +291,40 @@ def resolve_labels(
 
 def _shifted(labels: tuple[str, ...], offset: int) -> tuple[str, ...]:
     return labels[offset:] if offset >= 0 else ("",) * -offset + labels
+
+
+# ---------------------------------------------------------------------------------- the standard metadata
+
+
+def standard_metadata(source: LoadedModelSource) -> StandardMetadata | None:
+    """The standard TFLite metadata, if the model has it; damaged metadata is a warning, not a failure."""
+    from edge.tflite_metadata import METADATA_NAME
+
+    if METADATA_NAME not in source.info.metadata:
+        return None  # the reader is imported only for models that carry metadata (start-up time)
+    from edge.tflite_metadata import read_standard_metadata
+
+    return read_standard_metadata(
+        source.model_bytes, source=str(source.path), entries=source.info.metadata, strict=False
+    )
+
+
+def metadata_labels(metadata: StandardMetadata | None) -> tuple[str, ...]:
+    """Labels from the metadata: the first output that has a labels file (a detector's class output)."""
+    if metadata is None:
+        return ()
+    for index in range(len(metadata.outputs)):
+        found = metadata.labels_for_output(index) or metadata.value_labels_for_output(index)
+        if found:
+            return parse_label_lines(found)
+    return ()
+
+
+def metadata_threshold(metadata: StandardMetadata | None) -> float:
+    if metadata is None:
+        return 0.0
+    return next((float(t.score_threshold) for t in metadata.outputs if t.score_threshold), 0.0)
+
 
 
 def _listed(shapes: Sequence[tuple[int, ...]]) -> str:

@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,6 +113,9 @@ class InferenceResult:
         return record
 
 
+Annotator = Callable[[InferenceResult, dict[str, Any]], None]
+
+
 @dataclass(frozen=True, slots=True)
 class SourceModelOptions:
     """Options one source sets for itself over the pipeline's (None: the pipeline's)."""
@@ -171,11 +174,14 @@ class Pipeline:
         stats_window: int = 1000,
         decode_workers: int | None = None,
         overlap: bool | None = None,
+        annotators: Sequence[Annotator] = (),
     ) -> None:
         self._lock = threading.Lock()
         self._model = model
         self.resize = check_mode(resize) if resize is not None else None
         self.sinks: list[Sink] = list(sinks)
+        # called with each result and its record before the sinks see it (e.g. the mask writer adds "mask")
+        self.annotators: list[Annotator] = list(annotators)
         self.max_pixels = max_pixels
         # decoders running ahead of the interpreter; 0 keeps run() serial
         cores = os.cpu_count() or 1
@@ -448,9 +454,14 @@ class Pipeline:
         return outcome
 
     def _emit(self, outcome: InferenceResult) -> None:
-        if not self.sinks:
+        if not self.sinks and not self.annotators:
             return
         record = outcome.to_json()
+        for annotate in self.annotators:
+            try:
+                annotate(outcome, record)
+            except Exception as exc:  # an extra (a mask file) failing must not lose the result
+                log.warning("%s: %s", outcome.input, exc)
         for sink in list(self.sinks):
             try:
                 sink.emit(record)

@@ -38,6 +38,7 @@ class ModelSettings:
     device: str | None = None
     require_accelerator: bool = False
     labels: Path | None = None
+    label_offset: int | None = None  # None: from the labels against the class count
 
     def load(self, path: str | Path) -> Model:
         """The model at ``path`` (``self.path``, or the store's active model) loaded with these options."""
@@ -54,6 +55,7 @@ class ModelSettings:
             device=self.device,
             require_accelerator=self.require_accelerator,
             labels=self.labels,
+            label_offset_override=self.label_offset,
         )
 
 
@@ -120,6 +122,7 @@ class RunSettings:
     threshold: float = 0.0
     resize: str | None = None
     limit: int | None = None
+    mask_dir: Path | None = None  # segmentation: each result's mask PNG is written here
     interpreters: str = "shared"  # or "per-source": one model instance per source, inferred in parallel
 
     @property

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.errors import ModelError
+from edge.errors import ConfigError, ModelError
 from edge.tasks import TaskContext
 
 if TYPE_CHECKING:
@@ -365,3 +365,33 @@ def save_mask(result: SegmentationResult, path: str | Path, size: tuple[int, int
     with atomic_writer(path) as handle:
         image.save(handle, format="PNG", compress_level=MASK_COMPRESS_LEVEL)
     return path
+
+
+class MaskWriter:
+    """Writes each segmentation result's mask PNG into ``folder`` and names it in the record (``"mask"``).
+
+    A pipeline annotator (``Pipeline(annotators=[MaskWriter(folder)])``, ``edge run --mask-dir``). File
+    names: ``<file stem>.png`` for image files, ``<source>-<frame>.png`` for streams and cameras.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise ConfigError(f"cannot create mask folder {self.folder}: {reason}; check the path") from exc
+
+    def __call__(self, outcome: Any, record: dict[str, Any]) -> None:
+        result = outcome.result
+        if not isinstance(result, SegmentationResult):
+            return
+        if outcome.source in (None, "files"):
+            name = Path(str(outcome.input).split("#", 1)[0]).stem or "mask"
+        else:
+            name = f"{outcome.source}-{int(outcome.frame):06d}"
+        record["mask"] = str(save_mask(result, self.folder / f"{_safe(name)}.png"))
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:120]

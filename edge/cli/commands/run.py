@@ -86,8 +86,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(sources=[])  # [[source]] tables of --config
     parser.add_argument("--json", action="store_true", help="one JSON line per input on stdout")
     parser.add_argument("--output", type=Path, metavar="FILE", help="also append JSON lines to FILE")
-    parser.add_argument("--task", choices=("classification", "detection", "raw"), help="override the task")
-    parser.add_argument("--labels", type=Path, metavar="FILE", help="labels file, one per line")
+    parser.add_argument("--task", choices=("classification", "detection", "segmentation", "raw"),
+                        help="override the task (default: the manifest's, else guessed from the outputs)")
+    parser.add_argument("--labels", type=Path, metavar="FILE",
+                        help="labels file, one per line or 'id label' lines (default: the model's own)")
+    parser.add_argument("--label-offset", dest="label_offset", type=int, metavar="N",
+                        help="class id k is label line k + N (default: from the labels against the classes: "
+                        "a background first line is skipped when the model does not output it)")
+    parser.add_argument("--mask-dir", dest="mask_dir", type=Path, metavar="DIR",
+                        help="segmentation: write each result's colour mask PNG into DIR")
     parser.add_argument(
         "--mean", type=float, nargs="+", help="input mean (pixel - mean) / std, 1 or 3 values"
     )
@@ -326,6 +333,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         device=args.device,
         require_accelerator=bool(args.require_accelerator),
         labels=args.labels,
+        label_offset=args.label_offset,
     )
     mqtt = None
     if args.mqtt:
@@ -360,6 +368,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         ),
         json=bool(args.json),
         output=args.output,
+        mask_dir=Path(args.mask_dir) if args.mask_dir else None,
         top_k=args.top_k,
         threshold=args.threshold,
         resize=args.resize,
@@ -379,6 +388,9 @@ def human_line(record: dict[str, Any]) -> str:
             ", ".join(f"{c['label']} {c['score']:.2f}" for c in record["classes"])
             or "(nothing above threshold)"
         )
+    elif "segments" in record:
+        shown = [s for s in record["segments"] if not s.get("background")]
+        body = ", ".join(f"{s['label']} {100 * s['share']:.1f}%" for s in shown[:5]) or "(background only)"
     elif "objects" in record:
         objects = record["objects"]
         body = f"{len(objects)} object(s)" + "".join(
@@ -434,9 +446,14 @@ def run(args: argparse.Namespace) -> int:
     board.subscribe(_print_state)
     models = [model, *(model_settings.load(model_path) for _ in muxes[1:])]
     # A live frame is taken when the interpreter is free (the newest); decoding ahead would queue old ones.
+    annotators = []
+    if settings.mask_dir is not None:
+        from edge.tasks.segmentation import MaskWriter
+
+        annotators.append(MaskWriter(settings.mask_dir))
     pipelines = [
         Pipeline(each, top_k=settings.top_k, threshold=settings.threshold, resize=settings.resize,
-                 sinks=sinks, overlap=False if mux.live else None)
+                 sinks=sinks, overlap=False if mux.live else None, annotators=annotators)
         for each, mux in zip(models, muxes, strict=True)
     ]
     pipeline: Any = pipelines[0]
