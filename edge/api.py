@@ -74,8 +74,8 @@ def load_model(
     (``classification``, ``detection``, ``segmentation``, ``raw``; default: the manifest's, else guessed
     from the outputs), ``label_offset`` (class id k is label line k + offset; default: by convention),
     ``mean``/``std`` (one value or one per channel: the model gets ``(pixel - mean) / std``), ``top_k``,
-    ``threshold`` (0..1), ``resize`` (``stretch``, ``letterbox``, ``crop``; default letterbox for detection,
-    stretch otherwise), ``backend`` (``auto``, ``litert``, ``tflite-runtime``, ``tensorflow``),
+    ``threshold`` (0..1), ``resize`` (``stretch``, ``letterbox``, ``crop``; default letterbox for a YOLO-style
+    detector, stretch otherwise), ``backend`` (``auto``, ``litert``, ``tflite-runtime``, ``tensorflow``),
     ``accelerator`` (``--delegate``: ``edgetpu``, ``cpu`` or a delegate library path), ``device``
     (``usb``, ``usb:N``, ``pci``, ``pci:N``), ``require_accelerator`` (fail instead of falling back to the
     CPU), ``threads`` (interpreter threads; default: the interpreter's) and ``mask_dir`` (segmentation:

@@ -487,7 +487,6 @@ def apply_profile(
         "backend": profile.backend,
         "delegate": profile.delegate,
         "device": profile.device or None,
-        "resize": profile.resize_mode,
         "require_accelerator": profile.require_accelerator,
         "interpreters": profile.interpreters,
         "mode": profile.convert_mode,

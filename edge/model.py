@@ -360,6 +360,13 @@ class Model:
             is_fast_uint8(tensor.dtype, tensor.quant, mean, std),
         )
 
+    @property
+    def preferred_resize(self) -> str:
+        """How images fit this model unless told: letterbox for a YOLO-style head (Ultralytics trains so),
+        stretch otherwise (classifiers; SSDs from the TF Object Detection API and AutoML: fixed-shape)."""
+        one_output = self.outputs[0].shape if len(self.outputs) == 1 else ()
+        return "letterbox" if self.task == "detection" and yolo_head(one_output) else "stretch"
+
     def label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else str(index)
 

@@ -334,7 +334,7 @@ class Pipeline:
             return own.resize
         if self.resize is not None:
             return self.resize
-        return "letterbox" if model.task == "detection" else "stretch"
+        return model.preferred_resize
 
     def _prepare(self, item: Any, model: Model) -> _Prepared:
         """Decode and preprocess (the part that runs ahead on the worker thread)."""

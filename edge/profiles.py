@@ -44,7 +44,9 @@ class Profile:
     convert_mode: str
     io_type: str
     memory_budget_mb: int
-    resize_mode: str
+    # No longer applied: how an image fits a model is the model's (letterbox for YOLO heads, else stretch);
+    # still read so that profiles written before keep loading. ``task.resize`` / ``--resize`` force one.
+    resize_mode: str = ""
     require_accelerator: bool = False
     interpreters: str = "shared"  # or "per-source": one interpreter per source (edge run)
 
@@ -89,7 +91,7 @@ def _profile_from(name: str, data: dict[str, Any], path: Path) -> Profile:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"profile {path}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
-    required = known - {"require_accelerator", "interpreters"}
+    required = known - {"require_accelerator", "interpreters", "resize_mode"}
     missing = sorted(required - set(data))
     if missing:
         raise ConfigError(f"profile {path}: key {missing[0]!r} is missing")
@@ -102,9 +104,9 @@ def _profile_from(name: str, data: dict[str, Any], path: Path) -> Profile:
         ("delegate", DELEGATES),
         ("convert_mode", CONVERT_MODES),
         ("io_type", IO_TYPES),
-        ("resize_mode", RESIZE_MODES),
+        ("resize_mode", ("", *RESIZE_MODES)),
     ):
-        if data[key] not in allowed:
+        if data.get(key, "") not in allowed:
             raise bad(key, ", ".join(allowed))
     for key, low in (("threads", 0), ("memory_budget_mb", 1)):
         value = data[key]

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.broker", "tests.assets"]
+pytest_plugins = ["tests.broker", "tests.assets", "tests.third_party"]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -220,7 +220,7 @@ def test_flags_override_the_file_and_the_file_overrides_the_profile(tmp_path: Pa
     assert args.state_dir == tmp_path / "state" and isinstance(args.state_dir, Path)  # argparse type applied
     assert args.trust == [tmp_path / "a.pub", tmp_path / "b.pub"] and args.ha_label == ["person"]
     assert args.threads == load_profile("raspberry-pi-zero-2w").threads == 3  # from the profile
-    assert args.resize == "stretch" and args.model is None
+    assert args.resize is None and args.model is None  # the model decides how its images are fitted
 
 
 def test_a_profile_flag_wins_over_the_file_profile_and_threads_flag_over_both(tmp_path: Path) -> None:
@@ -319,7 +319,7 @@ def test_every_config_key_is_an_option_of_the_real_edge_run(tmp_path: Path) -> N
     apply_config(args, parser, args.config)
     assert args.device_id == "cli_cam" and args.mqtt.startswith("mqtts://kitchen_cam:")
     assert args.ha_label == ["person", "cat"] and args.trust == ["/etc/edge/signing.pub"]
-    assert (args.threads, args.delegate, args.resize) == (4, "none", "stretch")  # from raspberry-pi-4
+    assert (args.threads, args.delegate, args.resize) == (4, "none", None)  # from raspberry-pi-4
 
 
 def test_edge_run_takes_its_settings_from_the_config_file_and_flags_win(

@@ -11,7 +11,6 @@ from edge.errors import ConfigError
 from edge.profiles import (
     CONVERT_MODES,
     IO_TYPES,
-    RESIZE_MODES,
     Profile,
     explain_profile,
     list_profiles,
@@ -45,7 +44,7 @@ def test_every_profile_loads_with_consistent_settings(name: str) -> None:
     profile = load_profile(name)
     assert isinstance(profile, Profile) and profile.name == name and profile.description
     assert profile.convert_mode in CONVERT_MODES and profile.io_type in IO_TYPES
-    assert profile.resize_mode in RESIZE_MODES
+    assert profile.resize_mode == ""  # no longer shipped: the model decides how images fit it
     assert profile.resolved_threads() >= 1 and profile.memory_budget_mb > 0
     if profile.delegate == "edgetpu":
         assert profile.convert_mode == "edgetpu" and profile.io_type == "uint8" and profile.device
@@ -84,7 +83,6 @@ GOOD = dict(
     convert_mode='"int8"',
     io_type='"uint8"',
     memory_budget_mb="256",
-    resize_mode='"stretch"',
 )
 
 

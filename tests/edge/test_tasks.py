@@ -104,7 +104,7 @@ def test_ssd_model_end_to_end_with_letterbox(assets):
     image = np.zeros((64, 128, 3), np.uint8)
     image[:32, :64, 0] = 255
     image[32:, 64:, 1] = 204
-    pipeline = Pipeline(load_model(assets.model("ssd"), std=255.0))
+    pipeline = Pipeline(load_model(assets.model("ssd"), std=255.0), resize="letterbox")
     result = pipeline.infer(image)
     assert result.error is None and result.task == "detection"
     objects = result.result.objects
@@ -123,7 +123,7 @@ def test_ssd_threshold_drops_low_scores(assets):
     image = np.zeros((64, 128, 3), np.uint8)
     image[:32, :64, 0] = 255
     image[32:, 64:, 1] = 204
-    pipeline = Pipeline(load_model(assets.model("ssd"), std=255.0), threshold=0.45)
+    pipeline = Pipeline(load_model(assets.model("ssd"), std=255.0), threshold=0.45, resize="letterbox")
     assert [o.index for o in pipeline.infer(image).result.objects] == [0]
 
 
