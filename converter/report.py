@@ -159,24 +159,39 @@ def render(report: dict[str, Any]) -> str:
     if calib:
         skipped = f", {calib['skipped']} undecodable skipped" if calib.get("skipped") else ""
         rows.append(("calibrated on", f"{calib['samples']} samples from {calib['data']}{skipped}"))
-    rows += [
-        ("top-1 agreement", _pct(report["top1_agreement"])),
-        ("accuracy source", _pct(report["accuracy_source"])),
-        ("accuracy converted", _pct(report["accuracy_converted"])),
-        ("mean abs error", f"{report['mean_abs_error']:.6g}"),
-        ("max abs error", f"{report['max_abs_error']:.6g}"),
-        ("model size", f"{report['model_size_bytes']:,} B"),
-        ("float32 size", f"{report['float32_size_bytes']:,} B"),
-        ("size ratio", f"{report['size_ratio']:.3f} of float32"),
-    ]
-    lat = report["latency_ms"]
-    rows.append(
-        (
-            "invoke latency",
-            f"{lat['median_ms']:.3f} ms median, {lat['p90_ms']:.3f} ms p90 "
-            f"({lat['threads']} thread, {lat['runtime']}, {lat['machine']})",
+    labels = report.get("labels") or {}
+    if report.get("packaged_as_is"):
+        rows.insert(0, ("source", "a .tflite, packaged as it is (not re-converted)"))
+        rows += [
+            ("accuracy", _pct(report["accuracy_converted"])),
+            ("model size", f"{report['model_size_bytes']:,} B"),
+        ]
+        kept = report.get("standard_metadata")
+        if kept:
+            files = ", ".join(kept.get("packed_files") or []) or "no associated files"
+            rows.append(("tflite metadata", f"kept in the model (TFLITE_METADATA; zipped: {files})"))
+    else:
+        rows += [
+            ("top-1 agreement", _pct(report["top1_agreement"])),
+            ("accuracy source", _pct(report["accuracy_source"])),
+            ("accuracy converted", _pct(report["accuracy_converted"])),
+            ("mean abs error", f"{report['mean_abs_error']:.6g}"),
+            ("max abs error", f"{report['max_abs_error']:.6g}"),
+            ("model size", f"{report['model_size_bytes']:,} B"),
+            ("float32 size", f"{report['float32_size_bytes']:,} B"),
+            ("size ratio", f"{report['size_ratio']:.3f} of float32"),
+        ]
+    if labels:
+        rows.append(("labels", f"{labels['count']} from {labels['from']}" if labels.get("count") else "none"))
+    lat = report.get("latency_ms")
+    if lat:
+        rows.append(
+            (
+                "invoke latency",
+                f"{lat['median_ms']:.3f} ms median, {lat['p90_ms']:.3f} ms p90 "
+                f"({lat['threads']} thread, {lat['runtime']}, {lat['machine']})",
+            )
         )
-    )
     if report.get("edgetpu"):
         tpu = report["edgetpu"]
         rows.append(("edge tpu ops", f"{tpu['ops_on_tpu']}/{tpu['ops_total']} would run on the Edge TPU"))

@@ -2,6 +2,15 @@
 
 Loads it with TensorFlow, hashes it, finds its (single) input, runs it for reference outputs, and
 exports a SavedModel with a fixed input signature for the TFLite converter.
+
+Labels that live in a Keras model: Keras keeps no class names of its own (``image_dataset_from_directory``'s
+``class_names`` stay on the dataset), so the one place a saved model holds them is a lookup layer. A model
+that answers with the label, ``StringLookup(vocabulary=class_names, invert=True)`` (or ``IntegerLookup``)
+applied to the argmax of its class scores, gives its vocabulary as the labels, and the model is converted up
+to those scores: the lookup (a string tensor, not a TFLite builtin) and the argmax are left to the device,
+which decodes the scores with the labels. Class id ``i`` gets vocabulary entry ``i``, exactly as the lookup
+maps it: with ``num_oov_indices=1`` (Keras' default) entry 0 is the out-of-vocabulary token ``[UNK]``, so
+pass ``num_oov_indices=0`` to the lookup when class 0 is a real class.
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ class SourceModel:
     input_dtype: str
     _model: Any
     _call: Callable[[Any], dict[str, Any]]
+    labels: tuple[str, ...] = ()  # labels the model itself holds (a lookup layer's vocabulary)
+    labels_from: str = ""
+    notes: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -166,6 +178,12 @@ def _load_keras(path: Path, digest: str) -> SourceModel:
             f"{path} could not be loaded as a Keras model ({_first_line(exc)}); "
             "check it was saved with model.save() or export it as a SavedModel"
         ) from exc
+    labels: tuple[str, ...] = ()
+    labels_from = ""
+    notes: tuple[str, ...] = ()
+    found = _label_lookup(model)
+    if found is not None:
+        model, labels, labels_from, notes = found
     inputs = model.inputs
     if len(inputs) != 1:
         raise SourceModelError(
@@ -183,7 +201,70 @@ def _load_keras(path: Path, digest: str) -> SourceModel:
         return {"output_0": out}
 
     dtype = str(getattr(tensor, "dtype", "float32")) or "float32"
-    return SourceModel(path, "keras", digest, "inputs", shape, _dtype_name(dtype), model, call)
+    return SourceModel(
+        path, "keras", digest, "inputs", shape, _dtype_name(dtype), model, call, labels, labels_from, notes
+    )
+
+
+def _label_lookup(model: Any) -> tuple[Any, tuple[str, ...], str, tuple[str, ...]] | None:
+    """A model answering with labels through an inverted lookup: (the model up to its scores, the labels,
+    where they came from, notes), or None when it has no such output."""
+    import keras
+
+    outputs = list(getattr(model, "outputs", None) or [])
+    lookups = (keras.layers.StringLookup, keras.layers.IntegerLookup)
+    for index, output in enumerate(outputs):
+        layer = _producer(output)
+        if not isinstance(layer, lookups) or not getattr(layer, "invert", False):
+            continue
+        vocabulary = tuple(str(v.decode() if isinstance(v, bytes) else v) for v in layer.get_vocabulary())
+        scores = _scores_before(output)
+        classes = int(scores.shape[-1]) if scores is not None else 0
+        if scores is None or classes > len(vocabulary):
+            log.info("lookup %s is not fed by class scores (at most %d classes); labels not taken",
+                     layer.name, len(vocabulary))
+            return None
+        others = [o for i, o in enumerate(outputs) if i != index and o is not scores]
+        if others:
+            return None  # more outputs than the scores: not the plain classifier this handles
+        head = keras.Model(model.inputs, scores, name=model.name)
+        kind = type(layer).__name__
+        extra = len(vocabulary) - classes
+        vocabulary = vocabulary[:classes]  # class id i -> entry i, as the lookup maps it
+        note = (
+            f"labels: the {classes}-entry vocabulary of the model's {kind} {layer.name!r} (invert=True); "
+            f"converted up to its class scores ({_producer(scores).name!r}): the device decodes them with "
+            "those labels instead of running the lookup"
+            + (f" ({extra} vocabulary entries beyond the class count left out)" if extra else "")
+        )
+        return head, vocabulary, f"the Keras model's {kind} {layer.name!r} vocabulary", (note,)
+    return None
+
+
+def _producer(tensor: Any) -> Any:
+    history = getattr(tensor, "_keras_history", None)
+    return history[0] if history else None
+
+
+def _scores_before(tensor: Any) -> Any:
+    """Walking back through single-input operations (argmax, cast, ...): the first float tensor that is a
+    batch of class scores ``(batch, classes)``, or None."""
+    for _ in range(8):
+        history = getattr(tensor, "_keras_history", None)
+        if not history:
+            return None
+        operation, node_index, _ = history
+        nodes = getattr(operation, "_inbound_nodes", [])
+        if node_index >= len(nodes):
+            return None
+        inputs = list(nodes[node_index].input_tensors)
+        if len(inputs) != 1:
+            return None
+        tensor = inputs[0]
+        shape = tuple(tensor.shape)
+        if len(shape) == 2 and shape[-1] and "float" in str(tensor.dtype):
+            return tensor
+    return None
 
 
 def _load_saved_model(path: Path, digest: str) -> SourceModel:

@@ -112,6 +112,10 @@ class Manifest:
     converter: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] | None = None
     edgetpu: dict[str, Any] | None = None
+    # What a third-party model says about itself (standard TFLite metadata: name, version, description,
+    # author, license, as written there) and its default score threshold; written only when present.
+    about: dict[str, Any] = field(default_factory=dict)
+    score_threshold: float | None = None
 
     def with_files(self, files: dict[str, FileEntry]) -> Manifest:
         return replace(self, files=dict(files))
@@ -133,6 +137,10 @@ class Manifest:
             "report": self.report,
             "edgetpu": self.edgetpu,
         }
+        if self.about:
+            data["about"] = self.about
+        if self.score_threshold is not None:
+            data["score_threshold"] = self.score_threshold
         if include_files:
             data["files"] = {name: entry.to_json() for name, entry in sorted(self.files.items())}
         return data
@@ -184,6 +192,8 @@ class Manifest:
             converter=dict(obj.get("converter") or {}),
             report=obj.get("report"),
             edgetpu=obj.get("edgetpu"),
+            about=dict(obj.get("about") or {}),
+            score_threshold=_threshold(obj.get("score_threshold")),
         )
 
     @classmethod
@@ -206,6 +216,14 @@ def _list(obj: dict[str, Any], key: str, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise PackageError(f"{where}.{key} must be a list, got {value!r}")
     return value
+
+
+def _threshold(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise PackageError(f"manifest score_threshold is {value!r}; expected a number between 0 and 1")
+    return float(value)
 
 
 def _str(obj: dict[str, Any], key: str, where: str) -> str:

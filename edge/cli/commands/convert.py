@@ -1,6 +1,8 @@
 """``edge convert``: Keras/SavedModel -> quantized, validated model package (composition root).
 
-TensorFlow is imported only inside ``run``; ``edge --help`` and the device side stay light.
+A ``.tflite`` SRC is packaged as it is, with the labels, normalization, name and version its standard TFLite
+metadata gives (flags win). TensorFlow is imported only inside ``run``; ``edge --help`` and the device side
+stay light.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from edge.cli import EXIT_FAILED, EXIT_OK
 from edge.errors import ConfigError
 
 NAME = "convert"
-HELP = "convert a Keras file or SavedModel folder into a quantized, self-describing model package"
+HELP = (
+    "convert a Keras file or SavedModel folder into a quantized, self-describing model package "
+    "(or package a .tflite with its metadata)"
+)
 MODES = ("float32", "float16", "dynamic", "int8", "edgetpu")
 DEFAULT_MODE, DEFAULT_IO = "float32", "uint8"
 
@@ -35,7 +40,13 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", metavar="SRC", type=Path, help="a .keras/.h5 file or a SavedModel folder")
+    parser.add_argument(
+        "source",
+        metavar="SRC",
+        type=Path,
+        help="a .keras/.h5 file or a SavedModel folder; or a .tflite, packaged as it is (its standard TFLite "
+        "metadata gives labels, mean/std, name and version unless flags do)",
+    )
     parser.add_argument(
         "-o",
         "--output",
@@ -77,8 +88,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="held-out data for the report: .npz with x (and y) or a folder with one "
         "subfolder of images per class (default: held-out calibration data)",
     )
-    parser.add_argument("--labels", type=Path, metavar="FILE", help="class labels, one per line")
-    parser.add_argument("--task", choices=("classification", "detection", "raw"), default="classification")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        metavar="FILE",
+        help="class labels, one per line (default: the labels the model holds, if any)",
+    )
+    parser.add_argument(
+        "--task",
+        choices=("classification", "detection", "segmentation", "raw"),
+        help="how to decode the outputs (default classification; a .tflite: guessed from its outputs)",
+    )
     parser.add_argument("--name", help="model name (default: SRC's file or folder name)")
     parser.add_argument(
         "--version",
@@ -89,11 +109,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mean",
         type=_floats,
-        default=(0.0,),
         metavar="M[,M,M]",
-        help="input normalization: the model takes (pixel - mean) / std (default 0)",
+        help="input normalization: the model takes (pixel - mean) / std (default 0; a .tflite: its "
+        "metadata's, raw pixels for an integer input)",
     )
-    parser.add_argument("--std", type=_floats, default=(1.0,), metavar="S[,S,S]", help="(default 1)")
+    parser.add_argument("--std", type=_floats, metavar="S[,S,S]", help="(default 1)")
     parser.add_argument(
         "--input-shape",
         type=_shape,
@@ -124,7 +144,28 @@ def resolve_mode(mode: str | None, io_type: str | None, profile: str | None) -> 
     return mode, io_type or (chosen.io_type if mode == chosen.convert_mode else DEFAULT_IO)
 
 
+def _is_tflite(path: Path) -> bool:
+    if path.suffix == ".tflite":
+        return True
+    try:
+        with path.open("rb") as handle:
+            return handle.read(8)[4:8] == b"TFL3"
+    except OSError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
+    if _is_tflite(Path(args.source)):
+        for flag, value in (("--mode", args.mode), ("--io", args.io_type)):
+            if value is not None:
+                raise ConfigError(
+                    f"{flag} {value} does not apply to a .tflite source: it is already converted, so edge "
+                    "convert packages it as it is; drop the option, or convert the Keras/SavedModel it "
+                    "came from"
+                )
+        if args.profile:
+            print(f"edge convert: profile {args.profile}: a .tflite is packaged as it is", file=sys.stderr)
+        args.mode, args.io_type, args.profile = DEFAULT_MODE, DEFAULT_IO, None
     args.mode, args.io_type = resolve_mode(args.mode, args.io_type, args.profile)
     if args.profile:
         chosen = f"--mode {args.mode} --io {args.io_type}"
@@ -185,8 +226,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(render(result.report))
     size = result.report["output_size_bytes"]
-    print(
-        f"\nwrote {result.output_path}  ({manifest.name} v{manifest.version}, {size:,} B, "
-        f"{result.report['output_ratio']:.3f} of float32)"
+    ratio = (
+        "packaged as it is"
+        if result.report.get("packaged_as_is")
+        else f"{result.report['output_ratio']:.3f} of float32"
     )
+    print(f"\nwrote {result.output_path}  ({manifest.name} v{manifest.version}, {size:,} B, {ratio})")
     return EXIT_OK
