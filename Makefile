@@ -53,7 +53,7 @@ $(VENV_LEGACY)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV_LEGACY)
 	$(VENV_LEGACY)/bin/pip install $(PIP_FLAGS) --no-deps -e .
 	$(VENV_LEGACY)/bin/pip install $(PIP_FLAGS) 'numpy<2' pillow 'paho-mqtt>=2,<3' cryptography 'tflite-runtime==2.14.0' pytest \
-	  'av<19' inotify_simple
+	  'av<19' inotify_simple flatbuffers
 	@echo "(pip's note that ai-edge-litert is not installed is expected: this environment tests tflite-runtime alone)"
 	touch $@
 
