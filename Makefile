@@ -45,7 +45,7 @@ $(VENV)/.installed: pyproject.toml | system-deps
 # Device-only environment: the default install (no TensorFlow) plus pytest.
 $(VENV_EDGE)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV_EDGE)
-	$(VENV_EDGE)/bin/pip install $(PIP_FLAGS) -e . pytest
+	$(VENV_EDGE)/bin/pip install $(PIP_FLAGS) -e . pytest flatbuffers
 	touch $@
 
 # Legacy device environment: tflite-runtime with numpy<2 and no ai-edge-litert.

@@ -292,6 +292,11 @@ def run_example(code: str, assets: Assets, tmp_path: Path) -> subprocess.Complet
                           timeout=120)
 
 
+def test_the_readme_shows_the_same_example() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"```python\n{python_blocks()[0]}```" in readme
+
+
 def test_the_readme_example_runs_as_written(assets: Assets, tmp_path: Path) -> None:
     snippet = python_blocks()[0]
     assert len(snippet.splitlines()) <= 10 and all(len(line) <= 110 for line in snippet.splitlines())
