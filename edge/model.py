@@ -519,7 +519,7 @@ def load_model(
         accelerator,
         metadata=metadata,
         facts=facts,
-        score_threshold=metadata_threshold(metadata),
+        score_threshold=(manifest.score_threshold if manifest else None) or metadata_threshold(metadata),
     )
     if warmup:
         model.warmup()

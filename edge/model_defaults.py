@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edge.tflite_file import TFLiteFileInfo
+from edge.tflite_file import STANDARD_METADATA_NAME, TFLiteFileInfo
 
 if TYPE_CHECKING:
     from edge.package import LoadedModelSource
@@ -166,12 +166,16 @@ def resolve_normalization(
     yolo: bool = False,
 ) -> tuple[Values, Values, Choice]:
     """(mean, std, where from): the caller's ``given`` (mean, std) first, each on its own; then our
-    ``manifest``'s (a package without one means none: 0 and 1), the standard ``metadata``'s, the default.
+    ``manifest``'s (a package without one means none: 0 and 1), the standard ``metadata``'s (a float input's
+    only: an integer input is fed its raw pixels, whatever the metadata says, as the TFLite Task library
+    and the model's own calibration do), the default.
 
     ``quantization``: the input's per-tensor (scale, zero point), None when float or per-channel.
     """
     mean, std = given
     source = "flags" if mean is not None or std is not None else ""
+    if metadata is not None and dtype not in ("float32", "float16"):
+        metadata = None  # as the TFLite Task library: the metadata's normalization is for float inputs only
     stated = manifest if manifest is not None else metadata
     if stated is not None and (stated[0] or stated[1] or manifest is not None):
         mean = mean if mean is not None else (stated[0] or (0.0,))
@@ -298,10 +302,8 @@ def _shifted(labels: tuple[str, ...], offset: int) -> tuple[str, ...]:
 
 def standard_metadata(source: LoadedModelSource) -> StandardMetadata | None:
     """The standard TFLite metadata, if the model has it; damaged metadata is a warning, not a failure."""
-    from edge.tflite_metadata import METADATA_NAME
-
-    if METADATA_NAME not in source.info.metadata:
-        return None  # the reader is imported only for models that carry metadata (start-up time)
+    if STANDARD_METADATA_NAME not in source.info.metadata:
+        return None  # the reader (a dozen dataclasses, ~15 ms) is imported only for models that have it
     from edge.tflite_metadata import read_standard_metadata
 
     return read_standard_metadata(

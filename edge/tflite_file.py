@@ -21,6 +21,7 @@ from edge.flatbuffer import FlatBufferReader
 
 FILE_IDENTIFIER = b"TFL3"
 MANIFEST_METADATA_NAME = "edge_manifest"
+STANDARD_METADATA_NAME = "TFLITE_METADATA"  # the TFLite Support writers' (edge.tflite_metadata reads it)
 
 # Field slots (index in the table's vtable) from the TFLite schema.
 _MODEL_OPERATOR_CODES, _MODEL_SUBGRAPHS, _MODEL_DESCRIPTION, _MODEL_BUFFERS = 1, 2, 3, 4

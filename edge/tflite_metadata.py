@@ -28,11 +28,11 @@ from pathlib import Path
 
 from edge.errors import ModelError
 from edge.flatbuffer import FlatBufferReader
-from edge.tflite_file import read_metadata_entries
+from edge.tflite_file import STANDARD_METADATA_NAME, read_metadata_entries
 
 logger = logging.getLogger(__name__)
 
-METADATA_NAME = "TFLITE_METADATA"
+METADATA_NAME = STANDARD_METADATA_NAME
 METADATA_IDENTIFIER = b"M001"
 
 # Enums of metadata_schema.fbs, by code.
