@@ -2,8 +2,10 @@
 
 ``MqttConnection`` adds what every part of the MQTT side needs on top of paho:
 
-- ``mqtt://[user:pass@]host[:port]`` / ``mqtts://`` URLs with ``--ca``, ``--cert``, ``--key``;
-- MQTT 5 by default, 3.1.1 selectable; keep-alive; automatic reconnect with exponential backoff;
+- ``mqtt://[user:pass@]host[:port]`` / ``mqtts://`` URLs with ``--ca``, ``--cert``, ``--key``, parsed by
+  ``edge.broker.parse_broker_url`` (re-exported here) into ``BrokerSettings``;
+- MQTT 5 by default, 3.1.1 selectable: ``BrokerSettings.version``, or ``protocol=`` to override it;
+  keep-alive; automatic reconnect with exponential backoff;
 - a retained ``online`` status with an ``offline`` last will (when a status topic is given);
 - ``subscribe(filter, handler)`` that survives reconnects; handlers never take the network loop down;
 - ``publish(...)`` returning a ``Delivery`` that tells when the broker acknowledged (PUBACK for QoS 1),
@@ -26,9 +28,8 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -37,62 +38,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud_sync.errors import BrokerError
+from edge.broker import DEFAULT_PORTS as DEFAULT_PORTS  # re-exported: the parser and settings are the core's
+from edge.broker import MQTT_VERSIONS, BrokerSettings
+from edge.broker import parse_broker_url as parse_broker_url
 from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerSettings:
-    """Where and how to connect, parsed from a broker URL and TLS file options."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-
-    @property
-    def url(self) -> str:
-        """The URL without the password (safe to log)."""
-        user = f"{self.username}@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
-
-
-def parse_broker_url(
-    url: str, *, ca: str | None = None, cert: str | None = None, key: str | None = None
-) -> BrokerSettings:
-    """``mqtt://[user:pass@]host[:port]`` or ``mqtts://...``; TLS files only with ``mqtts``."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"broker URL {url!r} is not valid ({exc}); use mqtt://host:1883") from exc
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise ConfigError(
-            f"broker URL {url!r} is not valid; use mqtt://[user:pass@]host[:port] or mqtts://host[:port]"
-        )
-    tls = parts.scheme == "mqtts"
-    if not tls and (ca or cert or key):
-        raise ConfigError(f"--ca/--cert/--key need a TLS broker URL; use mqtts:// instead of {url!r}")
-    if key and not cert:
-        raise ConfigError("--key was given without --cert; pass the client certificate with --cert")
-    return BrokerSettings(
-        host=parts.hostname,
-        port=port or DEFAULT_PORTS[parts.scheme],
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        ca=ca,
-        cert=cert,
-        key=key,
-    )
+PROTOCOLS = dict(zip(MQTT_VERSIONS, (mqtt.MQTTv5, mqtt.MQTTv311), strict=True))  # "5", "3.1.1"
 
 
 @dataclass(slots=True)
@@ -189,7 +142,7 @@ class MqttConnection:
         settings: BrokerSettings,
         client_id: str,
         *,
-        protocol: str = "5",
+        protocol: str | None = None,
         status_topic: str | None = None,
         status_extra: Callable[[], dict[str, Any]] | None = None,
         keepalive: int = 30,
@@ -200,6 +153,7 @@ class MqttConnection:
         session_expiry: int = 0,
         max_inflight: int = 1000,
     ) -> None:
+        protocol = settings.version if protocol is None else protocol
         if protocol not in PROTOCOLS:
             raise ConfigError(f"MQTT version {protocol!r} is not supported; use 5 or 3.1.1")
         self.settings = settings
@@ -256,7 +210,9 @@ class MqttConnection:
                     f"{exc}; check --ca/--cert/--key point to readable PEM files"
                 ) from exc
         if status_topic:
-            will = self._status_payload("offline", extra=False)  # set once: a seq in it would go stale
+            # The will is fixed here, long before the broker sends it: no seq (it would go stale) and no ts
+            # (it would be this moment, not the loss); a subscriber dates it by its arrival.
+            will = json.dumps({"state": "offline"}, separators=(",", ":"))
             client.will_set(status_topic, will, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

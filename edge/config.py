@@ -22,10 +22,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge.broker import (
+    CONFIG_NAMES,
+    MQTT_VERSIONS,
+    URL_HELP,
+    BrokerUrlError,
+    check_broker_url,
+    tls_problems,
+)
 from edge.errors import ConfigError
 from edge.manifest import TASKS
 from edge.profiles import BACKENDS, DEVICE_PATTERN, INTERPRETERS, RESIZE_MODES, list_profiles, load_profile
-from edge.settings import MQTT_VERSIONS
 
 NO_PROFILE = "none"  # `edge run --profile none`: no profile at all
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -125,6 +132,18 @@ def _list(item: Check, what: str, lengths: tuple[int, ...] = ()) -> Check:
     return check
 
 
+def _broker_url(value: Any) -> str:
+    """A broker URL as ``edge.broker`` reads it (the one parser of the CLI, config and cloud_sync)."""
+    try:
+        check_broker_url(value)
+    except BrokerUrlError as exc:
+        detail = f" ({exc.problem})" if exc.problem else ""
+        fix = "" if exc.fix.startswith("use ") else f"; {exc.fix}"
+        form = "a URL mqtt://host[:port] or mqtts://host[:port], user:pass@ before host"
+        raise ValueError(f"{form}{detail}{fix}") from None
+    return str(value)
+
+
 def _mqtt_version(value: Any) -> str:
     if value == 5 and not isinstance(value, bool):
         return "5"
@@ -196,7 +215,7 @@ KEYS: tuple[Key, ...] = (
         "shared: one interpreter for all sources; per-source: one each, in parallel"),
     Key("runtime.require_accelerator", "require_accelerator", _boolean,
         "fail when the accelerator is missing instead of falling back to the CPU"),
-    Key("mqtt.url", "mqtt", _url("mqtt", "mqtts"), "broker, mqtt://[user:pass@]host[:port] or mqtts://..."),
+    Key("mqtt.url", "mqtt", _broker_url, URL_HELP),
     Key("mqtt.version", "mqtt_version", _mqtt_version, "MQTT protocol version: \"5\" or \"3.1.1\""),
     Key("mqtt.ca", "ca", _string, "CA certificate (PEM) that signed the broker's certificate", paths=True),
     Key("mqtt.cert", "cert", _string, "client certificate (PEM), with mqtt.key", paths=True),
@@ -374,14 +393,17 @@ def _cross_checks(values: dict[str, Any]) -> list[str]:
             errors.append(f"{name} is {values[name]!r} but no /dev/video camera is configured")
     if has("input.interval") and not has("input.url"):
         errors.append(f"input.interval is {values['input.interval']!r} without input.url; set input.url too")
-    if has("mqtt.cert") != has("mqtt.key"):
-        given, other = ("mqtt.cert", "mqtt.key") if has("mqtt.cert") else ("mqtt.key", "mqtt.cert")
-        errors.append(f"{given} is {values[given]!r} without {other}; a client certificate needs both")
     url = values.get("mqtt.url")
-    for name in ("mqtt.ca", "mqtt.cert", "mqtt.key"):
-        if url and has(name) and not url.startswith("mqtts://"):
-            errors.append(f"{name} is set but mqtt.url is {url!r}; TLS files need an mqtts:// URL")
-            break
+    errors.extend(
+        tls_problems(
+            check_broker_url(url).tls if url else True,  # without a URL, the error below says so
+            url or "",
+            ca=values.get("mqtt.ca"),
+            cert=values.get("mqtt.cert"),
+            key=values.get("mqtt.key"),
+            names=CONFIG_NAMES,
+        )
+    )
     needs_mqtt = ["mqtt.version", "mqtt.ca", "mqtt.cert", "mqtt.key", "mqtt.prefix", "mqtt.device_id",
                   "mqtt.telemetry_interval", "homeassistant.discovery", "homeassistant.labels",
                   "homeassistant.off_delay", "homeassistant.threshold", "updates.trust", "updates.groups",

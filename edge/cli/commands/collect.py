@@ -83,9 +83,7 @@ def _collect(args: argparse.Namespace, settings: BrokerSettings, store: _SqlStor
     from cloud_sync.collector import Collector
     from cloud_sync.connection import MqttConnection
 
-    connection = MqttConnection(
-        settings, _client_id(args), protocol=args.mqtt_version, clean_start=False, session_expiry=3600
-    )
+    connection = MqttConnection(settings, _client_id(args), clean_start=False, session_expiry=3600)
     lock = threading.Lock()
 
     def print_result(body: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ HELP = "fleet overview from the broker's retained messages: 'edge fleet status -
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("status",), help="status: list devices")
-    add_broker_arguments(parser, required=True, version=False)
+    add_broker_arguments(parser, required=True)
     parser.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="S", help="longest wait for messages")
     parser.add_argument("--json", action="store_true", help="print one JSON document")

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
         before = read_stats(args.state_dir)
         settings = broker_settings(args)
-        connection = MqttConnection(settings, unique_client_id("flush"), protocol=args.mqtt_version)
+        connection = MqttConnection(settings, unique_client_id("flush"))
         outbox = Outbox(args.state_dir)
         outbox.start(connection)
         connection.add_connect_listener(outbox.kick)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from edge.cli import EXIT_FAILED, EXIT_OK
-from edge.cli.broker_options import add_broker_arguments, broker_settings
+from edge.cli.broker_options import PUSH_KEY_FLAG, add_broker_arguments, broker_settings
 from edge.errors import ConfigError
 
 NAME = "push-model"
@@ -19,7 +19,7 @@ HELP = "sign a model package, offer it to devices or a group over MQTT and serve
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("package", metavar="PACKAGE", help="a model package (.edgepkg) from 'edge convert'")
     parser.add_argument("--key", metavar="KEY", help="signing.key from 'edge keygen' (not needed if signed)")
-    add_broker_arguments(parser, required=True, version=False, key_flag="--cert-key")
+    add_broker_arguments(parser, required=True, key_flag=PUSH_KEY_FLAG)
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--device", nargs="+", action="extend", metavar="ID", help="device id(s) to update")
     target.add_argument("--group", metavar="NAME", help="update every device started with --group NAME")
@@ -75,6 +75,7 @@ def _check(args: argparse.Namespace) -> None:
             check_topic_part(args.group, "--group")
     except PayloadError as exc:
         raise ConfigError(str(exc)) from None
+    broker_settings(args)  # the broker URL and TLS files too
 
 
 def run(args: argparse.Namespace) -> int:

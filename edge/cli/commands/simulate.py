@@ -24,9 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PACKAGE",
         help="model package the devices start with; the rollout ships its next version",
     )
-    add_broker_arguments(
-        parser, url_help="broker (default: a local mosquitto started for the run)", version=False
-    )
+    add_broker_arguments(parser, url_help="broker (default: a local mosquitto started for the run)")
     parser.add_argument(
         "--duration", type=float, default=20.0, metavar="S", help="seconds of inputs (default 20)"
     )
