@@ -22,8 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from edge.tflite_file import STANDARD_METADATA_NAME, TFLiteFileInfo
 
@@ -61,16 +60,14 @@ COCO90_IDS = (
 )
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
     """One resolved value and where it came from (``flags``, ``manifest``, ``metadata``, ``default``...)."""
 
     source: str
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class TaskGuess:
+class TaskGuess(NamedTuple):
     task: str
     reason: str
 

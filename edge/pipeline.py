@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -116,8 +116,7 @@ class InferenceResult:
 Annotator = Callable[[InferenceResult, dict[str, Any]], None]
 
 
-@dataclass(frozen=True, slots=True)
-class SourceModelOptions:
+class SourceModelOptions(NamedTuple):
     """Options one source sets for itself over the pipeline's (None: the pipeline's)."""
 
     top_k: int | None = None

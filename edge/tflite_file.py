@@ -14,6 +14,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from edge._schema_tables import BUILTIN_OPERATORS, TENSOR_TYPES
 from edge.errors import ModelError
@@ -70,9 +71,8 @@ class TensorInfo:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class OperatorInfo:
-    """One operator of the main subgraph."""
+class OperatorInfo(NamedTuple):
+    """One operator of the main subgraph (a NamedTuple: made once per operator, cheap to define)."""
 
     name: str
     version: int

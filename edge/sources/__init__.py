@@ -8,21 +8,33 @@
 - ``base``: the input item, frames, source states and URL masking they share.
 """
 
-from edge.sources.base import InputItem, SourceBoard, SourceState, mask_url
-from edge.sources.files import PARTIAL_SUFFIXES, expand_paths
-from edge.sources.snapshot import MAX_SNAPSHOT_BYTES, check_url, fetch_snapshot, poll_url
-from edge.sources.watch import watch_folder
+from __future__ import annotations
 
-__all__ = [
-    "MAX_SNAPSHOT_BYTES",
-    "PARTIAL_SUFFIXES",
-    "InputItem",
-    "SourceBoard",
-    "SourceState",
-    "check_url",
-    "expand_paths",
-    "fetch_snapshot",
-    "mask_url",
-    "poll_url",
-    "watch_folder",
-]
+import importlib
+
+# public name -> its module, imported at first use: a run on image files needs neither the watch folder
+# (inotify) nor the snapshot source (base64, http), and ``import edge.sources.base`` must not pay for them
+_LAZY = {
+    "InputItem": "base",
+    "SourceBoard": "base",
+    "SourceState": "base",
+    "mask_url": "base",
+    "PARTIAL_SUFFIXES": "files",
+    "expand_paths": "files",
+    "MAX_SNAPSHOT_BYTES": "snapshot",
+    "check_url": "snapshot",
+    "fetch_snapshot": "snapshot",
+    "poll_url": "snapshot",
+    "watch_folder": "watch",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edge.sources' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"edge.sources.{module}"), name)
+    globals()[name] = value
+    return value

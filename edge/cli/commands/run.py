@@ -298,7 +298,7 @@ def _check(args: argparse.Namespace) -> None:
     if not 0.0 <= args.threshold <= 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.url:
-        from edge.sources import check_url
+        from edge.sources.snapshot import check_url
 
         check_url(args.url)
         if not (math.isfinite(args.interval) and args.interval > 0):
