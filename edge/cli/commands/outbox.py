@@ -44,10 +44,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--flush needs a broker; add --mqtt mqtt://host:1883")
         if args.timeout <= 0:
             raise ConfigError(f"--timeout must be more than 0 seconds, got {args.timeout:g}")
+        settings = broker_settings(args)  # a bad URL is the error, whether or not the outbox exists
         from cloud_sync.connection import MqttConnection, unique_client_id
 
         before = read_stats(args.state_dir)
-        settings = broker_settings(args)
         connection = MqttConnection(settings, unique_client_id("flush"))
         outbox = Outbox(args.state_dir)
         outbox.start(connection)
