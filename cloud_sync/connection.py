@@ -46,6 +46,7 @@ from edge.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PROTOCOLS = dict(zip(MQTT_VERSIONS, (mqtt.MQTTv5, mqtt.MQTTv311), strict=True))  # "5", "3.1.1"
+UNSUPPORTED_PROTOCOL_VERSION = 0x84  # CONNACK reason code (paho maps MQTT 3.1.1's return code 1 to it)
 
 
 @dataclass(slots=True)
@@ -467,6 +468,12 @@ class MqttConnection:
                 f"broker {self.settings.url} refused the connection: {rc.getName()}; "
                 "check the user name and password in the URL (and the broker's ACL / client id rules)"
             )
+            if rc.value == UNSUPPORTED_PROTOCOL_VERSION:  # also what a 3.1.1 broker says to MQTT 5
+                other = next(version for version in MQTT_VERSIONS if version != self.protocol)
+                message = (
+                    f"broker {self.settings.url} does not accept MQTT {self.protocol} ({rc.getName()}); "
+                    f"pass --mqtt-version {other} (mqtt.version = \"{other}\" in a config file)"
+                )
             if not self._attempt(REFUSED, message):  # the broker's verdict, not a network flap
                 log.error("%s", message)
             return
