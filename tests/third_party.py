@@ -7,7 +7,7 @@ machines reach), and both the archive and every file taken from it are checked a
 are kept in ``.cache/third-party/archives/`` so a change to the members alone downloads nothing.
 
 Models (``models``; what a bare interpreter answers on them, with which preprocessing, is pinned down by
-``tests/edge/test_third_party_assets.py``):
+``tests/e2e/test_third_party_assets.py``):
 
 - ``imagenet_metadata``: EfficientNet-Lite0 int8 (TF Hub's, with standard TFLite metadata: mean 127 / std 128,
   a zipped ``labels_without_background.txt`` of 1000 ImageNet labels), uint8 in (1, 224, 224, 3), uint8 out
