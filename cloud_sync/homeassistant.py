@@ -8,17 +8,31 @@ retained, at most ``min_interval_s`` apart); each label binary_sensor reads ``<p
 has not been seen for ``off_delay_s``. Each source binary_sensor reads the retained JSON on
 ``<prefix>/<id>/sources/<name>/state`` (published by ``cloud_sync.device``): ON while ``streaming``, and
 shows the whole JSON (state, reason, target, counters) as attributes.
+
+Every config carries ``origin`` (this software: name, version, support URL when the package declares one)
+and both ``object_id`` and ``default_entity_id``: Home Assistant before 2025.10 reads ``object_id`` and drops
+the unknown ``default_entity_id`` (its discovery schemas remove extra keys); 2025.10 to 2026.3 use
+``default_entity_id`` and stay silent about ``object_id`` when both are given; 2026.4 ignores ``object_id``.
+Both name the same entity id (``default_entity_id`` is ``<component>.<object_id>`` slugified as Home
+Assistant slugifies ``object_id``), so an entity keeps its id across Home Assistant upgrades.
+
+The state topic carries what the latest *successful* results said: a failed input (``error`` set) changes
+neither the label, the score nor the latency (Home Assistant sees the same values again and records no new
+state), and values not known yet (nothing inferred since the device started) are ``null``, shown as
+unknown, never as the text ``None`` or a latency of 0.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from cloud_sync.messages import dumps
@@ -29,14 +43,23 @@ log = logging.getLogger(__name__)
 
 DISCOVERY_PREFIX = "homeassistant"
 BIRTH_TOPIC = f"{DISCOVERY_PREFIX}/status"
+ORIGIN_NAME = "edge-runtime"
+
+
+def text_template(key: str) -> str:
+    """A text sensor's value template: null renders ``unknown`` (older Home Assistant releases show a text
+    sensor's ``None`` literally; a numeric sensor turns ``None`` into unknown by itself)."""
+    return f"{{{{ value_json.{key} if value_json.{key} != None else 'unknown' }}}}"
+
+
 SENSORS = (
     # object id, name, value template, unit, extra
-    ("last_label", "Last label", "{{ value_json.label }}", None, {"icon": "mdi:tag"}),
+    ("last_label", "Last label", text_template("label"), None, {"icon": "mdi:tag"}),
     ("last_score", "Last score", "{{ value_json.score }}", None, {"state_class": "measurement"}),
     ("latency", "Inference latency", "{{ value_json.latency_ms }}", "ms",
      {"state_class": "measurement", "device_class": "duration"}),
     ("fps", "Frames per second", "{{ value_json.fps }}", "fps", {"state_class": "measurement"}),
-    ("model_version", "Model version", "{{ value_json.model_version }}", None, {"icon": "mdi:brain"}),
+    ("model_version", "Model version", text_template("model_version"), None, {"icon": "mdi:brain"}),
 )
 # A source's binary_sensor: ON while it streams; connecting, stalled, down and finished are OFF.
 SOURCE_TEMPLATE = "{{ 'ON' if value_json.state == 'streaming' else 'OFF' }}"
@@ -53,6 +76,34 @@ def _fps(fps: Callable[[], Any]) -> float | None:
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_") or "x"
+
+
+def entity_slug(text: str) -> str:
+    """``text`` as Home Assistant slugifies an ``object_id`` into an entity id (lower case, every run of other
+    characters than a-z and 0-9 one ``_``, none at the ends), for the ASCII ids we make."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "unknown"
+
+
+@cache
+def support_url() -> str | None:
+    """The package's first http(s) project URL (``origin.support_url``); None when it declares none."""
+    try:
+        meta = importlib.metadata.metadata(ORIGIN_NAME)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    candidates = [entry.partition(",")[2].strip() for entry in meta.get_all("Project-URL") or []]
+    candidates.append(str(meta["Home-page"] or "") if "Home-page" in meta else "")
+    return next((url for url in candidates if url.startswith(("https://", "http://"))), None)
+
+
+def origin() -> dict[str, Any]:
+    """The ``origin`` block of every config: which software published it (Home Assistant logs it and shows
+    it in the MQTT device info). ``support_url`` only when known: an invalid one makes HA drop the config."""
+    block: dict[str, Any] = {"name": ORIGIN_NAME, "sw_version": __version__}
+    url = support_url()
+    if url:
+        block["support_url"] = url
+    return block
 
 
 def node_safe(text: str) -> str:
@@ -110,22 +161,37 @@ class Discovery:
             ],
         }
 
+    def identity(self, component: str, object_id: str) -> dict[str, Any]:
+        """``unique_id``, ``object_id`` (HA < 2025.10) and ``default_entity_id`` (HA ≥ 2025.10) of an entity.
+
+        The entity id is ``<component>.<slug of edge_<id>_<object>>``, e.g. ``sensor.edge_cam_1_latency``:
+        what older releases made of ``object_id``, so both keys name the same entity.
+        """
+        full = f"{self.node_id}_{object_id}"
+        return {
+            "unique_id": full,
+            "object_id": full,
+            "default_entity_id": f"{component}.{entity_slug(full)}",
+        }
+
+    def common(self) -> dict[str, Any]:
+        """``device``, ``origin`` and ``availability``: the same in every config."""
+        return {"device": self.device(), "origin": origin(), **self.availability()}
+
     def source_config(self, name: str) -> tuple[str, dict[str, Any]]:
         """(discovery topic, config) of source ``name``'s connectivity binary_sensor."""
         object_id = source_object_id(name)
         state_topic = self.topics.source_state(name)
         return f"{DISCOVERY_PREFIX}/binary_sensor/{self.node_id}/{object_id}/config", {
             "name": f"Source {name}",
-            "unique_id": f"{self.node_id}_{object_id}",
-            "object_id": f"{self.node_id}_{object_id}",
+            **self.identity("binary_sensor", object_id),
             "state_topic": state_topic,
             "value_template": SOURCE_TEMPLATE,
             "payload_on": "ON",
             "payload_off": "OFF",
             "device_class": "connectivity",
             "json_attributes_topic": state_topic,
-            "device": self.device(),
-            **self.availability(),
+            **self.common(),
         }
 
     def configs(self, sources: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
@@ -134,12 +200,10 @@ class Discovery:
         for object_id, name, template, unit, extra in SENSORS:
             config: dict[str, Any] = {
                 "name": name,
-                "unique_id": f"{self.node_id}_{object_id}",
-                "object_id": f"{self.node_id}_{object_id}",
+                **self.identity("sensor", object_id),
                 "state_topic": self.state_topic,
                 "value_template": template,
-                "device": self.device(),
-                **self.availability(),
+                **self.common(),
                 **extra,
             }
             if unit:
@@ -149,14 +213,12 @@ class Discovery:
             object_id = f"seen_{slug(label)}"
             out[f"{DISCOVERY_PREFIX}/binary_sensor/{self.node_id}/{object_id}/config"] = {
                 "name": f"{label} seen",
-                "unique_id": f"{self.node_id}_{object_id}",
-                "object_id": f"{self.node_id}_{object_id}",
+                **self.identity("binary_sensor", object_id),
                 "state_topic": self.presence_topic(label),
                 "payload_on": "ON",
                 "payload_off": "OFF",
                 "device_class": "occupancy",
-                "device": self.device(),
-                **self.availability(),
+                **self.common(),
             }
         for name in sources:
             topic, config = self.source_config(name)
@@ -164,28 +226,60 @@ class Discovery:
         return out
 
 
-def labels_seen(record: dict[str, Any]) -> dict[str, float]:
-    """label -> best score in a result record (``classes`` or ``objects``)."""
-    seen: dict[str, float] = {}
-    for key in ("classes", "objects"):
+def _found(record: dict[str, Any]) -> list[tuple[str, float | None]]:
+    """(label, score) of everything a result record found, in its order: ``classes`` and ``objects`` with
+    their score (1.0 when absent), ``segments`` other than the background with None (a segment has a share
+    of the picture, not a confidence; the decoder's threshold on the share already chose it)."""
+    found: list[tuple[str, float | None]] = []
+    for key in ("classes", "objects", "segments"):
         items = record.get(key)
         if not isinstance(items, list):
             continue
         for item in items:
-            if isinstance(item, dict) and isinstance(item.get("label"), str):
-                raw = item.get("score")
-                score = float(raw) if isinstance(raw, int | float) else 1.0
-                seen[item["label"]] = max(score, seen.get(item["label"], 0.0))
+            if not isinstance(item, dict) or not isinstance(item.get("label"), str):
+                continue
+            if key == "segments":
+                if item.get("background") is not True:
+                    found.append((item["label"], None))
+                continue
+            raw = item.get("score")
+            found.append((item["label"], float(raw) if isinstance(raw, int | float) else 1.0))
+    return found
+
+
+def labels_seen(record: dict[str, Any]) -> dict[str, float]:
+    """label -> best score in a result record (``classes``, ``objects``, or ``segments`` without the
+    background, which count as seen: score 1.0); empty for a failed input."""
+    if record.get("error"):
+        return {}
+    seen: dict[str, float] = {}
+    for label, score in _found(record):
+        value = 1.0 if score is None else score
+        seen[label] = max(value, seen.get(label, 0.0))
     return seen
 
 
-def top_label(seen: dict[str, float]) -> tuple[str | None, float | None]:
-    """The best-scoring (label, score) of ``labels_seen(record)``; (None, None) when empty."""
+def top_label(record: dict[str, Any]) -> tuple[str | None, float | None]:
+    """The (label, score) a result record is best summed up by: its best-scoring class or object, or its
+    largest segment other than the background (score None); (None, None) when it found nothing or failed."""
+    if record.get("error"):
+        return None, None
     best: tuple[str | None, float | None] = (None, None)
-    for label, score in seen.items():
+    for label, score in _found(record):
+        if score is None:  # segments come largest first
+            return (label, None) if best[0] is None else best
         if best[1] is None or score > best[1]:
             best = (label, score)
     return best
+
+
+def latency_of(record: dict[str, Any]) -> float | None:
+    """``timing_ms.total`` of a successful result; None for a failed input (its timing is no inference)."""
+    if record.get("error"):
+        return None
+    timing = record.get("timing_ms")
+    total = timing.get("total") if isinstance(timing, dict) else None
+    return float(total) if isinstance(total, int | float) and not isinstance(total, bool) else None
 
 
 class HomeAssistant:
@@ -201,7 +295,14 @@ class HomeAssistant:
         self._last_seen: dict[str, float] = {}
         self._state: dict[str, str] = {}
         self._last_state_sent = 0.0
+        self._state_pending = False  # a newer state than the one sent waits for min_interval_s
+        # what the state topic says: the latest successful results' values, None while not known yet
+        self._label: str | None = None
+        self._score: float | None = None
+        self._latency: float | None = None
+        self._model_version: Any = None
         self._sources: list[str] = []
+        self._fps_source: Callable[[], Any] | None = None
         self._accept_sources(sources)
 
     def _accept_sources(self, names: Iterable[str]) -> list[str]:
@@ -244,9 +345,14 @@ class HomeAssistant:
             self.announce()
 
     def observe(self, record: dict[str, Any], fps: Callable[[], Any], model_version: Any) -> None:
-        """Update sensors and presence from one result record (``fps()`` is asked only when needed)."""
+        """Update sensors and presence from one result record (``fps()`` is asked only when needed).
+
+        A failed input (``error`` set) leaves label, score and latency as they were: only fps may change.
+        """
         now = time.monotonic()
         seen = labels_seen(record)
+        top, score = top_label(record)
+        latency = latency_of(record)
         turned_on: list[str] = []
         with self._lock:
             for label in self.discovery.labels:
@@ -255,27 +361,40 @@ class HomeAssistant:
                     if self._state.get(label) != "ON":
                         self._state[label] = "ON"
                         turned_on.append(label)
-            send_state = now - self._last_state_sent >= self.min_interval_s
-            if send_state:
-                self._last_state_sent = now
+            if top is not None:  # "last label": a result that found nothing keeps the last one found
+                self._label, self._score = top, None if score is None else round(score, 4)
+            if latency is not None:
+                self._latency = latency
+            if model_version is not None:
+                self._model_version = model_version
+            self._state_pending = True
         for label in turned_on:
             self._publish(self.discovery.presence_topic(label), "ON", 1, True)
-        if send_state:
-            top, score = top_label(seen)
-            timing = record.get("timing_ms")
-            latency = timing.get("total") if isinstance(timing, dict) else None
+        self._send_state(now, fps)
+
+    def _send_state(self, now: float, fps: Callable[[], Any] | None) -> None:
+        """Publish the state when one is pending and ``min_interval_s`` has passed since the last."""
+        with self._lock:
+            if not self._state_pending or now - self._last_state_sent < self.min_interval_s:
+                return
+            self._last_state_sent = now
+            self._state_pending = False
             state = {
-                "label": top,
-                "score": None if score is None else round(score, 4),
-                "latency_ms": latency,
-                "fps": _fps(fps),
-                "model_version": model_version,
+                "label": self._label,
+                "score": self._score,
+                "latency_ms": self._latency,
+                "model_version": self._model_version,
             }
-            self._publish(self.discovery.state_topic, dumps(state), 0, True)
+        if fps is not None:
+            self._fps_source = fps
+        state["fps"] = None if self._fps_source is None else _fps(self._fps_source)
+        ordered = {key: state[key] for key in ("label", "score", "latency_ms", "fps", "model_version")}
+        self._publish(self.discovery.state_topic, dumps(ordered), 0, True)
 
     def tick(self) -> None:
-        """Turn OFF labels not seen for ``off_delay_s``."""
+        """Turn OFF labels not seen for ``off_delay_s``; send a state that waited for ``min_interval_s``."""
         now = time.monotonic()
+        self._send_state(now, None)
         turned_off: list[str] = []
         with self._lock:
             for label, state in self._state.items():

@@ -16,7 +16,7 @@ import pytest
 
 from cloud_sync.connection import Message, parse_broker_url
 from cloud_sync.device import DeviceOptions, DeviceSync
-from cloud_sync.homeassistant import SOURCE_TEMPLATE, source_object_id
+from cloud_sync.homeassistant import SOURCE_TEMPLATE, origin, source_object_id
 from cloud_sync.topics import DeviceTopics
 from edge import __version__
 from edge.cli.commands import run as edge_run
@@ -214,6 +214,8 @@ def source_config(name: str) -> dict[str, Any]:
         "name": f"Source {name}",
         "unique_id": f"{NODE}_source_{name}",
         "object_id": f"{NODE}_source_{name}",
+        # what HA made of object_id: lower case, runs of other characters than a-z 0-9 one "_"
+        "default_entity_id": "binary_sensor.edge_cam_1_source_" + name.lower().replace("-", "_"),
         "state_topic": topic,
         "value_template": "{{ 'ON' if value_json.state == 'streaming' else 'OFF' }}",
         "payload_on": "ON",
@@ -224,6 +226,7 @@ def source_config(name: str) -> dict[str, Any]:
                    "model": "digits_int8", "sw_version": __version__},
         "availability": [{"topic": "edge/cam-1/status", "value_template": "{{ value_json.state }}",
                           "payload_available": "online", "payload_not_available": "offline"}],
+        "origin": origin(),
     }
 
 
