@@ -24,21 +24,20 @@ Without TensorFlow in this interpreter the builder runs as ``$EDGE_TF_PYTHON -m 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.cache import build_once
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "test-assets"
@@ -94,23 +93,8 @@ def tensorflow_available() -> bool:
 
 def ensure_assets() -> Assets:
     """Build the assets unless cached; safe when several test processes start at once."""
-    folder = CACHE / builder_hash()
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / f"{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (folder / "assets.json").exists():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=CACHE))
-            try:
-                if tensorflow_available():
-                    build_all(tmp)
-                else:
-                    _build_in_subprocess(tmp)
-                if folder.exists():
-                    shutil.rmtree(folder)
-                os.replace(tmp, folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return load_index(folder)
+    builder = build_all if tensorflow_available() else _build_in_subprocess
+    return load_index(build_once(CACHE / builder_hash(), "assets.json", builder))
 
 
 def _build_in_subprocess(folder: Path) -> None:

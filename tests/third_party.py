@@ -38,7 +38,6 @@ Run ``python -m tests.third_party`` to fetch everything and print the paths. Dow
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -53,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.cache import build_once
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "third-party"
@@ -327,20 +328,7 @@ def _file_sha256(path: Path) -> str:
 
 def ensure_third_party() -> ThirdParty:
     """Fetch and unpack unless cached; safe when several test processes start at once."""
-    folder = CACHE / pins_hash()
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / f"{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (folder / "index.json").exists():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=CACHE))
-            try:
-                build(tmp)
-                if folder.exists():
-                    shutil.rmtree(folder)
-                os.replace(tmp, folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return load_index(folder)
+    return load_index(build_once(CACHE / pins_hash(), "index.json", build))
 
 
 def load_index(folder: Path) -> ThirdParty:

@@ -39,7 +39,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.cache import build_once
 from tests.third_party import (
     CACHE,
     ROOT,
@@ -161,20 +161,7 @@ def build_hash() -> str:
 
 def ensure_third_party_yolo() -> ThirdPartyYolo:
     """Convert unless cached; safe when several test processes start at once."""
-    folder = CACHE / f"yolo-{build_hash()}"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / f"{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (folder / "index.json").exists():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=CACHE))
-            try:
-                build(tmp)
-                if folder.exists():
-                    shutil.rmtree(folder)
-                os.replace(tmp, folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    return load_index(folder)
+    return load_index(build_once(CACHE / f"yolo-{build_hash()}", "index.json", build))
 
 
 def load_index(folder: Path) -> ThirdPartyYolo:
