@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from edge.broker import CLI_NAMES, MQTT_VERSIONS, URL_HELP, Names, parse_broker_url
+# The parser (edge.broker) is imported where a URL is parsed: every edge run adds these flags, few parse one.
+from edge.settings import MQTT_VERSIONS, URL_HELP
 
 if TYPE_CHECKING:
     from edge.broker import BrokerSettings
@@ -46,6 +47,8 @@ def add_broker_arguments(
 
 def broker_settings(args: argparse.Namespace, url: str | None = None) -> BrokerSettings:
     """The checked broker settings of ``args`` (``url`` instead of ``--mqtt`` when given)."""
+    from edge.broker import CLI_NAMES, Names, parse_broker_url
+
     push = hasattr(args, "cert_key")
     key = args.cert_key if push else args.key
     names = Names(key=PUSH_KEY_FLAG) if push else CLI_NAMES
@@ -56,4 +59,6 @@ def broker_settings(args: argparse.Namespace, url: str | None = None) -> BrokerS
 
 def broker_from_settings(mqtt: MqttSettings) -> BrokerSettings:
     """The checked broker settings of ``edge run``'s ``mqtt`` (errors name ``--ca``/``--cert``/``--key``)."""
+    from edge.broker import parse_broker_url
+
     return parse_broker_url(mqtt.url, ca=mqtt.ca, cert=mqtt.cert, key=mqtt.key, version=mqtt.version)
