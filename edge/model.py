@@ -11,13 +11,12 @@ with the input tensor's own scale and zero point. A uint8 model whose quantizati
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -52,8 +51,7 @@ CPU_DELEGATES = (None, "", "none", "cpu")
 _warned_fallback: set[str] = set()
 
 
-@dataclass(frozen=True, slots=True)
-class TensorQuant:
+class TensorQuant(NamedTuple):
     """Affine quantization ``real = scale * (q - zero_point)``, per-tensor (one scale) or per-channel."""
 
     scale: tuple[float, ...]
@@ -568,6 +566,8 @@ def _choose_accelerator(
 
 def _open_library(backend: Backend, library: str) -> Any:
     try:
+        import ctypes  # only for a delegate library given by path
+
         ctypes.CDLL(library)  # fail before the interpreter's noisy cleanup of a half-made delegate
         return backend.load_delegate(library)
     except (ValueError, OSError, RuntimeError) as exc:

@@ -38,7 +38,7 @@ BACKGROUND_LABELS = frozenset({"background", "???", "__background__", "bg", "unl
 RAW_FLOAT_MEAN, RAW_FLOAT_STD = 127.5, 127.5  # [-1, 1]
 YOLO_FLOAT_MEAN, YOLO_FLOAT_STD = 0.0, 255.0  # [0, 1]
 SEGMENTATION_FRACTIONS = (1, 2, 4, 8, 16)  # output size = input size / one of these
-_ID_LABEL = re.compile(r"^\s*(\d+)(?:\s*[:,]\s*|\s+)(\S.*?)\s*$")  # Coral's "0  person" / "0: person"
+_ID_LABEL = r"^\s*(\d+)(?:\s*[:,]\s*|\s+)(\S.*?)\s*$"  # Coral's "0  person", "0: person"
 
 # COCO's 80 category names (the order of YOLO and of most label files) and their ids in COCO's 90-id
 # space, which the TensorFlow Object Detection API's SSDs output (0-based, background removed).
@@ -201,7 +201,7 @@ def float_default_warning(model: str, mean: float, std: float) -> str:
 def parse_label_lines(lines: Sequence[str]) -> tuple[str, ...]:
     """Labels as a dense tuple indexed by class id: plain lines, or Coral's ``id label`` lines (gaps: "")."""
     rows = [_unwrapped(line) for line in lines if line.strip()]
-    matches = [_ID_LABEL.match(line) for line in rows]
+    matches = [re.match(_ID_LABEL, line) for line in rows]
     if rows and all(matches):
         ids = {int(m.group(1)): m.group(2) for m in matches if m}
         if len(ids) == len(rows):

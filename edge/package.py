@@ -20,9 +20,8 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from edge.errors import ModelError, PackageError
 from edge.fsutil import atomic_writer
@@ -53,8 +52,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class ModelPackage:
+class ModelPackage(NamedTuple):
     """A verified package held in memory."""
 
     manifest: Manifest
@@ -71,8 +69,7 @@ class ModelPackage:
         return self.files.get(EDGETPU_MODEL_NAME)
 
 
-@dataclass(frozen=True, slots=True)
-class LoadedModelSource:
+class LoadedModelSource(NamedTuple):
     """A model read from a package or a bare ``.tflite``: the bytes to run and what describes them."""
 
     path: Path

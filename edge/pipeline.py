@@ -124,21 +124,26 @@ class SourceModelOptions(NamedTuple):
     resize: str | None = None
 
 
-@dataclass(slots=True)
 class _Prepared:
-    name: str
-    item: Any
-    model: Model
-    tensor: np.ndarray | None = None
-    geometry: Geometry | None = None
-    image_size: tuple[int, int] | None = None
-    decode_ms: float = 0.0
-    preprocess_ms: float = 0.0
-    error: str | None = None
-    source: str | None = None
-    frame: int | None = None
-    captured_at: float | None = None
-    captured_mono: float | None = None
+    """One input on its way to the interpreter (filled in by ``_prepare``; a plain class: a dataclass
+    costs ~1 ms of start-up to define, this is made once per input)."""
+
+    __slots__ = (
+        "name", "item", "model", "tensor", "geometry", "image_size", "decode_ms", "preprocess_ms", "error",
+        "source", "frame", "captured_at", "captured_mono",
+    )
+
+    def __init__(self, name: str, item: Any, model: Model) -> None:
+        self.name, self.item, self.model = name, item, model
+        self.tensor: np.ndarray | None = None
+        self.geometry: Geometry | None = None
+        self.image_size: tuple[int, int] | None = None
+        self.decode_ms = self.preprocess_ms = 0.0
+        self.error: str | None = None
+        self.source: str | None = None
+        self.frame: int | None = None
+        self.captured_at: float | None = None
+        self.captured_mono: float | None = None
 
 
 def input_name(item: Any) -> str:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -28,8 +27,7 @@ EXIF_ORIENTATION = 0x0112
 _TRANSPOSED = (5, 6, 7, 8)  # orientations that swap width and height
 
 
-@dataclass(frozen=True, slots=True)
-class Geometry:
+class Geometry(NamedTuple):
     """How original pixels map to model pixels: ``model = original * scale + offset`` per axis."""
 
     original_width: int
@@ -76,8 +74,7 @@ def geometry_for(width: int, height: int, model_width: int, model_height: int, m
     return Geometry(width, height, model_width, model_height, scale, scale, offset_x, offset_y)
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
+class Prepared(NamedTuple):
     """Pixels ready for the model (H, W, C uint8) and the geometry to map results back."""
 
     pixels: np.ndarray

@@ -12,9 +12,8 @@ broker constants that the CLI's broker options and ``edge.config`` share.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from edge.model import Model
@@ -24,8 +23,7 @@ MQTT_VERSIONS = ("5", "3.1.1")
 URL_HELP = "broker: mqtt://[user:pass@]host[:port] or mqtts://..."
 
 
-@dataclass(frozen=True, slots=True)
-class ModelSettings:
+class ModelSettings(NamedTuple):
     """Which model to serve and how to load it; ``path`` None: the model store's active model."""
 
     path: str | None = None
@@ -59,14 +57,13 @@ class ModelSettings:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class MqttSettings:
+class MqttSettings(NamedTuple):
     """The broker and topics of a device (``--mqtt`` and the options beside it).
 
     ``device_id`` None: the host name; ``state_dir``: the folder of the outbox (and of the model store).
     """
 
-    url: str = field(repr=False)  # it may carry the broker password
+    url: str  # it may carry the broker password: not in repr
     state_dir: Path
     version: str = MQTT_VERSIONS[0]
     ca: str | None = None
@@ -76,9 +73,13 @@ class MqttSettings:
     device_id: str | None = None
     telemetry_interval: float = 30.0
 
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True)
+                          if name != "url")
+        return f"MqttSettings({shown})"
 
-@dataclass(frozen=True, slots=True)
-class HomeAssistantSettings:
+
+class HomeAssistantSettings(NamedTuple):
     """Home Assistant discovery: on or off, the label binary_sensors, their off delay and score threshold."""
 
     discovery: bool = False
@@ -87,8 +88,7 @@ class HomeAssistantSettings:
     threshold: float = 0.5
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateSettings:
+class UpdateSettings(NamedTuple):
     """Model updates: the trusted keys (none: updates off), groups, size limit, health window, the store."""
 
     state_dir: Path
@@ -104,8 +104,7 @@ class UpdateSettings:
         return bool(self.trust)
 
 
-@dataclass(frozen=True, slots=True)
-class RunSettings:
+class RunSettings(NamedTuple):
     """Everything one ``edge run`` uses: the parts' settings and the output options.
 
     ``mqtt`` None: no broker (results go to stdout and ``output`` only); ``limit`` None: every input.
@@ -115,7 +114,7 @@ class RunSettings:
     sources: SourcesSettings
     updates: UpdateSettings
     mqtt: MqttSettings | None = None
-    homeassistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
+    homeassistant: HomeAssistantSettings = HomeAssistantSettings()
     json: bool = False
     output: Path | None = None
     top_k: int = 5

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -81,8 +81,7 @@ class OperatorInfo(NamedTuple):
     custom: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class TFLiteFileInfo:
+class TFLiteFileInfo(NamedTuple):
     """What a ``.tflite`` file holds, read from its FlatBuffer."""
 
     size: int
@@ -93,7 +92,7 @@ class TFLiteFileInfo:
     outputs: tuple[TensorInfo, ...]
     operators: tuple[OperatorInfo, ...]
     subgraph_count: int
-    metadata: dict[str, bytes] = field(default_factory=dict)
+    metadata: dict[str, bytes] = {}  # noqa: RUF012  (never mutated: read from the file)
 
     def op_counts(self) -> dict[str, int]:
         """Operator name -> how many times it appears in the main subgraph."""

@@ -11,8 +11,7 @@ import importlib
 import importlib.util
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from edge.errors import BackendError, ConfigError
 
@@ -20,8 +19,7 @@ AUTO = "auto"
 ENV_BACKEND = "EDGE_BACKEND"
 
 
-@dataclass(frozen=True, slots=True)
-class Backend:
+class Backend(NamedTuple):
     """One interpreter implementation: where it lives and how to make an interpreter with it."""
 
     name: str

@@ -12,9 +12,9 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -27,8 +27,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".ts", ".mjpeg", ".mjpg", ".h264", ".h265")
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "rtp")
 # key=value pairs whose value is a secret, in a query or a path (some DVRs put the login in the path)
-_SECRET_PAIR = re.compile(r"([A-Za-z_-]*(?:pass|pwd|token|key|auth|secret|user|sig)[A-Za-z_-]*)=([^&;/#\s]*)",
-                          re.IGNORECASE)
+# a key=value login in a URL's path or query; compiled at first use (re's cache): most runs mask no URL
+_SECRET_PAIR = r"(?i)([A-Za-z_-]*(?:pass|pwd|token|key|auth|secret|user|sig)[A-Za-z_-]*)=([^&;/#\s]*)"
 
 
 @runtime_checkable
@@ -49,8 +49,7 @@ class FrameImage(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class InputItem:
+class InputItem(NamedTuple):
     """One input: its display name and a path, bytes or frame, or the error that kept it from being read.
 
     ``source`` names the source it came from, ``frame`` is its index within that source (from 0),
@@ -72,8 +71,7 @@ def is_frame(payload: object) -> bool:
     return hasattr(payload, "to_array") and hasattr(payload, "grey")
 
 
-@dataclass(frozen=True, slots=True)
-class SourceState:
+class SourceState(NamedTuple):
     """Where a source stands: ``state`` (one of ``STATES``), why (``reason``), since when (Unix time)."""
 
     name: str
@@ -152,7 +150,7 @@ class SourceBoard:
             old = self._states[name]
             if old.state == state and old.reason == reason:
                 return False
-            new = replace(old, state=state, reason=reason, since=time.time())
+            new = old._replace(state=state, reason=reason, since=time.time())
             self._states[name] = new
             listeners = list(self._listeners)
         for listener in listeners:
@@ -206,7 +204,7 @@ def split_credentials(url: str) -> tuple[str, str, str] | None:
 
 
 def _secret_values(text: str) -> list[str]:
-    return [match.group(2) for match in _SECRET_PAIR.finditer(text)]
+    return [match.group(2) for match in re.finditer(_SECRET_PAIR, text)]
 
 
 def mask_url(url: str) -> str:
@@ -216,7 +214,7 @@ def mask_url(url: str) -> str:
     if split is None:
         return url
     scheme, userinfo, rest = split
-    rest = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}=***", rest)
+    rest = re.sub(_SECRET_PAIR, lambda m: f"{m.group(1)}=***", rest)
     return f"{scheme}://{'***@' if userinfo else ''}{rest}"
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from edge.errors import ConfigError
 from edge.sources.base import NAME_PATTERN, InputItem, kind_of, mask_url, source_name_for, unique_names
@@ -28,14 +27,13 @@ def is_source(target: str) -> bool:
     return kind_of(target) != FILES
 
 
-@dataclass(frozen=True, slots=True)
-class SourceSpec:
+class SourceSpec(NamedTuple):
     """One named source and how it is read and inferred."""
 
     target: str
     name: str
-    stream: StreamOptions = field(default_factory=StreamOptions)
-    feed: FeedOptions = field(default_factory=FeedOptions)
+    stream: StreamOptions = StreamOptions()
+    feed: FeedOptions = FeedOptions()
     top_k: int | None = None
     threshold: float | None = None
     resize: str | None = None
@@ -45,8 +43,7 @@ class SourceSpec:
         return kind_of(self.target)
 
 
-@dataclass(frozen=True, slots=True)
-class SourcesSettings:
+class SourcesSettings(NamedTuple):
     """Every input of one run: image files and folders, a watch folder, a snapshot URL, named sources."""
 
     files: tuple[str, ...] = ()
@@ -60,7 +57,7 @@ class SourcesSettings:
         return not (self.files or self.watch or self.url or self.sources)
 
     @property
-    def count(self) -> int:
+    def feed_count(self) -> int:
         """How many sources (feeds) the run has: files, watch folder and snapshot URL count one each."""
         return bool(self.files) + (self.watch is not None) + bool(self.url) + len(self.sources)
 
@@ -138,10 +135,9 @@ def build_feeds(settings: SourcesSettings, decode_hint: tuple[int, int] | None =
             feeds.append(picamera_feed(spec.name, spec.target, spec.stream.video_size, spec.stream.video_fps,
                                        spec.feed))
         else:
-            import dataclasses
 
             from edge.sources.stream import stream_feed
 
-            options = dataclasses.replace(spec.stream, decode_hint=decode_hint)
+            options = spec.stream._replace(decode_hint=decode_hint)
             feeds.append(stream_feed(spec.name, spec.target, options, spec.feed))
     return feeds

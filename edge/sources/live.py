@@ -15,7 +15,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 from edge.errors import EdgeError, SourceError
@@ -114,7 +113,7 @@ class SourceContext:
             stamps["name"] = f"{self.name}#{frame}"
         if item.captured_at is None:
             stamps["captured_at"], stamps["captured_mono"] = time.time(), time.perf_counter()
-        stamped = replace(item, **stamps)  # one copy per frame
+        stamped = item._replace(**stamps)  # one copy per frame
         if item.error is None:
             self.board.count(self.name, "captured")
         dropped = self._feed.slot.put(stamped, self.stop)

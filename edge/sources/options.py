@@ -7,7 +7,7 @@ and ``live``, which a run on image files never needs to import.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from edge.errors import ConfigError
 
@@ -15,8 +15,7 @@ RTSP_TRANSPORTS = ("tcp", "udp")
 VIDEO_FORMATS = {"mjpeg": "mjpeg", "yuyv": "yuyv422"}
 
 
-@dataclass(frozen=True, slots=True)
-class StreamOptions:
+class StreamOptions(NamedTuple):
     """How a stream, file or camera is opened and read."""
 
     rtsp_transport: str = "tcp"
@@ -55,8 +54,7 @@ def check_options(options: StreamOptions) -> StreamOptions:
 
 
 
-@dataclass(frozen=True, slots=True)
-class FeedOptions:
+class FeedOptions(NamedTuple):
     """How the inference loop takes from one source: at most ``fps`` per second, gated by ``motion``."""
 
     fps: float | None = None

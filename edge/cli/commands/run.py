@@ -4,7 +4,6 @@ cameras (several at once, round-robin on one interpreter); results to sinks."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import logging
@@ -276,7 +275,7 @@ def _table_spec(table: dict[str, Any], stream: Any, feed: Any) -> Any:
     return SourceSpec(
         target,
         table.get("name") or source_name_for(target),
-        check_options(dataclasses.replace(stream, **own_stream)),
+        check_options(stream._replace(**own_stream)),
         own_feed,
         top_k=table.get("top_k"),
         threshold=table.get("threshold"),
@@ -429,11 +428,11 @@ def run(args: argparse.Namespace) -> int:
     model_path = settings.model.path or update_hooks.wait_for_active_model(
         settings.updates, settings.mqtt, settings.model
     )
-    per_source = settings.interpreters == "per-source" and settings.sources.count > 1
+    per_source = settings.interpreters == "per-source" and settings.sources.feed_count > 1
     model_settings = settings.model
     if per_source and model_settings.threads:  # the cores are split between the interpreters
-        threads = max(1, model_settings.threads // settings.sources.count)
-        model_settings = dataclasses.replace(model_settings, threads=threads)
+        threads = max(1, model_settings.threads // settings.sources.feed_count)
+        model_settings = model_settings._replace(threads=threads)
     model = model_settings.load(model_path)
     sinks: list[Any] = [StdoutSink() if settings.json else StdoutSink(formatter=human_line)]
     if settings.output is not None:
