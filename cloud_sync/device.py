@@ -35,7 +35,7 @@ class DeviceOptions:
     device_id: str
     state_dir: Path
     prefix: str = "edge"
-    protocol: str = "5"
+    protocol: str | None = None  # None: the broker settings' version (--mqtt-version); a value overrides it
     telemetry_interval_s: float = 30.0
     ha_discovery: bool = False
     ha_labels: tuple[str, ...] = ()

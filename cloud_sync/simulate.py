@@ -169,7 +169,6 @@ class _DeviceGroup:
         pipeline = Pipeline(load_model(o.package, threads=1), top_k=1, sinks=[counter])
         options = DeviceOptions(
             broker=o.broker,
-            protocol=o.broker.version,  # DeviceOptions' own default (5) would override the broker's
             device_id=device_id,
             state_dir=state,
             prefix=o.prefix,
