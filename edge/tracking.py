@@ -1,0 +1,370 @@
+"""Multi-object tracking: detections associated across frames into tracks, SORT/ByteTrack style.
+
+One ``Tracker`` per source. ``Tracker.update(objects, timestamp)`` takes one frame's detections (anything with
+``label``, ``score`` and ``box`` = xmin, ymin, xmax, ymax, as ``edge.tasks.detection.DetectedObject``) and the
+frame's time in seconds, and returns the live tracks. Pure: no threads, no I/O; the same inputs give the same
+tracks and ids.
+
+Each track predicts its box with a constant-velocity alpha-beta filter on (cx, cy, w, h), velocities per
+second (so irregular frame rates are fine). Matching, always within one label, greedy by best pair first:
+
+1. detections scoring at least ``high_score`` against every track, by IoU with the predicted box
+   (at least ``iou_threshold``);
+2. ByteTrack's second stage: detections between ``low_score`` and ``high_score`` against the tracks still
+   unmatched that are confirmed or lost (a low score keeps a track alive, it never starts one);
+3. a fallback for fast objects and low frame rates: high-score detections still unmatched against tracks still
+   unmatched, by the distance between box centres, at most ``max_distance`` times the predicted box's diagonal
+   (0 turns this stage off).
+
+High-score detections left over start ``tentative`` tracks; a track is ``confirmed`` once it has ``min_hits``
+matched frames (a tentative track missing a frame is dropped: debounce); a confirmed track that misses frames
+is ``lost`` (its box is the prediction) and is deleted once unseen for more than ``max_age`` seconds. Track
+ids start at 1 and increase per tracker; an id is never reused.
+
+Wire format of a track: ``docs/tracking.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from edge.errors import ConfigError, InputError
+
+Box = tuple[float, float, float, float]
+State = Literal["tentative", "confirmed", "lost"]
+
+TENTATIVE: State = "tentative"
+CONFIRMED: State = "confirmed"
+LOST: State = "lost"
+
+
+class Detection(Protocol):
+    """What the tracker reads from a detection (``DetectedObject`` fits)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def box(self) -> Box: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One tracked object as of the latest ``update``.
+
+    ``box`` is the matched detection's box, or the predicted box while ``lost``; ``score`` the latest matched
+    detection's score; ``detection`` the index of the matched object in that update's input (``None`` when not
+    matched in it); ``velocity`` the estimated centre velocity in pixels per second.
+    """
+
+    track_id: int
+    label: str
+    box: Box
+    score: float
+    first_seen: float
+    last_seen: float
+    hits: int
+    state: State
+    velocity: tuple[float, float] = (0.0, 0.0)
+    detection: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "track_id": self.track_id,
+            "label": self.label,
+            "box": [round(v, 2) for v in self.box],
+            "score": round(self.score, 6),
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "hits": self.hits,
+            "state": self.state,
+            "velocity": [round(v, 2) for v in self.velocity],
+        }
+
+
+def track_ids(tracks: Sequence[Track], count: int) -> list[int | None]:
+    """The track id of each of the ``count`` objects given to the update that returned ``tracks``."""
+    ids: list[int | None] = [None] * count
+    for track in tracks:
+        if track.detection is not None and track.detection < count:
+            ids[track.detection] = track.track_id
+    return ids
+
+
+class _Filter:
+    """Alpha-beta filter on (cx, cy, w, h) with velocities per second."""
+
+    __slots__ = ("x", "v", "t", "updates")
+
+    def __init__(self, box: Box, t: float) -> None:
+        self.x = _to_xywh(box)
+        self.v = np.zeros(4)
+        self.t = t
+        self.updates = 1
+
+    def predict(self, t: float) -> np.ndarray:
+        x = self.x + self.v * max(t - self.t, 0.0)
+        x[2:] = np.maximum(x[2:], 1.0)
+        return x
+
+    def correct(self, box: Box, t: float, alpha: float, beta: float) -> None:
+        z = _to_xywh(box)
+        dt = t - self.t
+        if dt <= 0:
+            self.x = z
+            return
+        if self.updates == 1:  # two points give the velocity exactly
+            self.v = (z - self.x) / dt
+            self.x = z
+        else:
+            predicted = self.x + self.v * dt
+            residual = z - predicted
+            self.x = predicted + alpha * residual
+            self.v = self.v + (beta / dt) * residual
+        self.t = t
+        self.updates += 1
+
+
+class _Live:
+    """Mutable state of one track inside the tracker."""
+
+    __slots__ = ("track_id", "label", "box", "score", "first_seen", "last_seen", "hits", "state", "filter")
+
+    def __init__(self, track_id: int, det: Detection, t: float) -> None:
+        self.track_id = track_id
+        self.label = det.label
+        self.box: Box = _box(det.box)
+        self.score = float(det.score)
+        self.first_seen = t
+        self.last_seen = t
+        self.hits = 1
+        self.state: State = TENTATIVE
+        self.filter = _Filter(self.box, t)
+
+
+class Tracker:
+    """Tracks of one source; call ``update`` once per frame, in time order."""
+
+    def __init__(
+        self,
+        *,
+        iou_threshold: float = 0.3,
+        high_score: float = 0.5,
+        low_score: float = 0.1,
+        min_hits: int = 3,
+        max_age: float = 1.0,
+        max_distance: float = 1.0,
+        alpha: float = 0.85,
+        beta: float = 0.3,
+    ) -> None:
+        checks = {
+            "iou_threshold": 0 < iou_threshold <= 1,
+            "high_score": 0 <= high_score <= 1,
+            "low_score": 0 <= low_score <= high_score,
+            "min_hits": min_hits >= 1,
+            "max_age": max_age >= 0,
+            "max_distance": max_distance >= 0,
+            "alpha": 0 < alpha <= 1,
+            "beta": 0 <= beta <= 2,
+        }
+        values = locals()
+        bad = [f"{name}={values[name]!r}" for name, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(
+                f"tracker settings out of range: {', '.join(bad)}; need 0 < iou_threshold <= 1, "
+                "0 <= low_score <= high_score <= 1, min_hits >= 1, max_age >= 0, max_distance >= 0, "
+                "0 < alpha <= 1, 0 <= beta <= 2"
+            )
+        self.iou_threshold = iou_threshold
+        self.high_score = high_score
+        self.low_score = low_score
+        self.min_hits = min_hits
+        self.max_age = max_age
+        self.max_distance = max_distance
+        self.alpha = alpha
+        self.beta = beta
+        self._tracks: list[_Live] = []
+        self._next_id = 1
+        self._time: float | None = None
+
+    def reset(self) -> None:
+        """Forget every track (ids keep increasing), e.g. after a source restarts its clock."""
+        self._tracks = []
+        self._time = None
+
+    def update(self, objects: Sequence[Detection], timestamp: float) -> list[Track]:
+        """Associate one frame's detections; the live tracks, oldest first."""
+        t = float(timestamp)
+        if not math.isfinite(t) or (self._time is not None and t < self._time):
+            raise InputError(
+                f"tracker timestamps must be finite and not decrease: got {timestamp!r} after "
+                f"{self._time!r}; use one Tracker per source, or call reset() when a source restarts its "
+                "clock"
+            )
+        self._time = t
+        tracks = self._tracks
+        predicted = np.array([tr.filter.predict(t) for tr in tracks]).reshape(-1, 4)
+        predicted_boxes = _to_corners(predicted)
+        det_boxes = np.array([_box(o.box) for o in objects], dtype=np.float64).reshape(-1, 4)
+        scores = np.array([float(o.score) for o in objects], dtype=np.float64)
+        same_label = np.array([[tr.label == o.label for o in objects] for tr in tracks], dtype=bool).reshape(
+            len(tracks), len(objects)
+        )
+        overlap = _iou_matrix(predicted_boxes, det_boxes)
+        overlap[~same_label] = 0.0
+
+        high = np.flatnonzero(scores >= self.high_score)
+        low = np.flatnonzero((scores >= self.low_score) & (scores < self.high_score))
+        all_tracks = np.arange(len(tracks))
+        matches = _greedy(overlap, all_tracks, high, self.iou_threshold, descending=True)
+        matched_tracks = {ti for ti, _ in matches}
+        matched_dets = {di for _, di in matches}
+        established = np.array(
+            [i for i in all_tracks if i not in matched_tracks and tracks[i].state != TENTATIVE], dtype=np.intp
+        )
+        second = _greedy(overlap, established, low, self.iou_threshold, descending=True)
+        matches += second
+        matched_tracks |= {ti for ti, _ in second}
+        if self.max_distance > 0:
+            rest_tracks = np.array([i for i in all_tracks if i not in matched_tracks], dtype=np.intp)
+            rest_dets = np.array([i for i in high if i not in matched_dets], dtype=np.intp)
+            if rest_tracks.size and rest_dets.size:
+                distance = _centre_distance(predicted, det_boxes)
+                distance[~same_label] = np.inf
+                third = _greedy(distance, rest_tracks, rest_dets, self.max_distance, descending=False)
+                matches += third
+                matched_tracks |= {ti for ti, _ in third}
+        matched_dets = {di for _, di in matches}
+
+        detection_of: dict[int, int] = {}
+        for ti, di in matches:
+            track, det = tracks[ti], objects[di]
+            track.box = _box(det.box)
+            track.score = float(det.score)
+            track.last_seen = t
+            track.hits += 1
+            track.filter.correct(track.box, t, self.alpha, self.beta)
+            if track.state != CONFIRMED and (track.state == LOST or track.hits >= self.min_hits):
+                track.state = CONFIRMED
+            detection_of[track.track_id] = di
+
+        kept: list[_Live] = []
+        for ti, track in enumerate(tracks):
+            if ti in matched_tracks:
+                kept.append(track)
+            elif track.state != TENTATIVE and t - track.last_seen <= self.max_age:
+                track.state = LOST
+                track.box = _corners(predicted[ti])
+                kept.append(track)
+        for fresh in high.tolist():
+            if fresh not in matched_dets:
+                track = _Live(self._next_id, objects[fresh], t)
+                self._next_id += 1
+                if self.min_hits <= 1:
+                    track.state = CONFIRMED
+                kept.append(track)
+                detection_of[track.track_id] = fresh
+        self._tracks = kept
+        return [_snapshot(track, detection_of.get(track.track_id)) for track in kept]
+
+    @property
+    def tracks(self) -> list[Track]:
+        """The live tracks as of the last update (no detection indices)."""
+        return [_snapshot(track, None) for track in self._tracks]
+
+
+def _snapshot(track: _Live, detection: int | None) -> Track:
+    v = track.filter.v
+    return Track(
+        track.track_id,
+        track.label,
+        track.box,
+        track.score,
+        track.first_seen,
+        track.last_seen,
+        track.hits,
+        track.state,
+        (float(v[0]), float(v[1])),
+        detection,
+    )
+
+
+def _greedy(
+    cost: np.ndarray, rows: np.ndarray, cols: np.ndarray, limit: float, *, descending: bool
+) -> list[tuple[int, int]]:
+    """Pairs of (row, col) taken best first, each row and col once, within ``limit`` (>= if descending)."""
+    if rows.size == 0 or cols.size == 0:
+        return []
+    sub = cost[np.ix_(rows, cols)]
+    ok = sub >= limit if descending else sub <= limit
+    r, c = np.nonzero(ok)
+    if r.size == 0:
+        return []
+    values = sub[r, c]
+    order = np.lexsort((c, r, -values if descending else values))  # best value, then row, then col
+    used_rows: set[int] = set()
+    used_cols: set[int] = set()
+    pairs: list[tuple[int, int]] = []
+    for k in order:
+        row, col = int(rows[r[k]]), int(cols[c[k]])
+        if row in used_rows or col in used_cols:
+            continue
+        used_rows.add(row)
+        used_cols.add(col)
+        pairs.append((row, col))
+    return pairs
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of each box of ``a`` (N, 4) with each of ``b`` (M, 4): (N, M)."""
+    if a.size == 0 or b.size == 0:
+        return np.zeros((len(a), len(b)))
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def _centre_distance(predicted: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Centre distance of each detection from each predicted (cx, cy, w, h), in predicted box diagonals."""
+    if predicted.size == 0 or boxes.size == 0:
+        return np.full((len(predicted), len(boxes)), np.inf)
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    dx = cx[None, :] - predicted[:, None, 0]
+    dy = cy[None, :] - predicted[:, None, 1]
+    diagonal = np.hypot(predicted[:, 2], predicted[:, 3])
+    return np.asarray(np.hypot(dx, dy) / diagonal[:, None])
+
+
+def _box(box: Sequence[float]) -> Box:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return x0, y0, x1, y1
+
+
+def _to_xywh(box: Box) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return np.array([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dtype=np.float64)
+
+
+def _to_corners(xywh: np.ndarray) -> np.ndarray:
+    half = xywh[:, 2:] / 2
+    return np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], axis=1)
+
+
+def _corners(xywh: np.ndarray) -> Box:
+    cx, cy, w, h = (float(v) for v in xywh)
+    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
