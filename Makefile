@@ -39,13 +39,13 @@ system-deps:
 $(VENV)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[convert,dev,postgres]'
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[convert,dev,metrics,postgres]'
 	touch $@
 
 # Device-only environment: the default install (no TensorFlow) plus pytest.
 $(VENV_EDGE)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV_EDGE)
-	$(VENV_EDGE)/bin/pip install $(PIP_FLAGS) -e . pytest flatbuffers
+	$(VENV_EDGE)/bin/pip install $(PIP_FLAGS) -e '.[metrics]' pytest flatbuffers
 	touch $@
 
 # Legacy device environment: tflite-runtime with numpy<2 and no ai-edge-litert.
@@ -53,7 +53,7 @@ $(VENV_LEGACY)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV_LEGACY)
 	$(VENV_LEGACY)/bin/pip install $(PIP_FLAGS) --no-deps -e .
 	$(VENV_LEGACY)/bin/pip install $(PIP_FLAGS) 'numpy<2' pillow 'paho-mqtt>=2,<3' cryptography 'tflite-runtime==2.14.0' pytest \
-	  'av<19' inotify_simple flatbuffers
+	  'av<19' inotify_simple flatbuffers 'prometheus_client>=0.17'
 	@echo "(pip's note that ai-edge-litert is not installed is expected: this environment tests tflite-runtime alone)"
 	touch $@
 

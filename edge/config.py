@@ -175,6 +175,18 @@ def _any_list(value: Any) -> list[Any]:
     return value
 
 
+def _metrics_address(value: Any) -> str:
+    from edge.metrics import parse_address
+
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError('"[HOST:]PORT", e.g. "127.0.0.1:9100", or a port number')
+    try:
+        parse_address(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc).split(": ", 1)[1]) from None
+    return str(value)
+
+
 _positive = _number(0, strict=True)
 KEYS: tuple[Key, ...] = (
     Key("profile", "profile", _profile, "device profile (devices/*.toml): threads, backend, delegate"),
@@ -235,6 +247,8 @@ KEYS: tuple[Key, ...] = (
     Key("output.file", "output", _string, "also append JSON lines to this file", paths=True),
     Key("output.mask_dir", "mask_dir", _string, "segmentation: write each result's colour mask PNG here",
         paths=True),
+    Key("output.metrics", "metrics", _metrics_address,
+        "serve Prometheus /metrics on [HOST:]PORT (HOST default 127.0.0.1)"),
     Key("updates.trust", "trust", _list(_string, "public key files"),
         "Ed25519 public keys whose signed models this device accepts", paths=True),
     Key("updates.groups", "update_groups", _list(_pattern(NAME_PATTERN, "group names"), "group names"),

@@ -123,6 +123,7 @@ class RunSettings(NamedTuple):
     limit: int | None = None
     mask_dir: Path | None = None  # segmentation: each result's mask PNG is written here
     interpreters: str = "shared"  # or "per-source": one model instance per source, inferred in parallel
+    metrics: tuple[str, int] | None = None  # (host, port) of Prometheus' /metrics (--metrics); None: off
 
     @property
     def state_dir(self) -> Path:

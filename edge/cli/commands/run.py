@@ -92,6 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-offset", dest="label_offset", type=int, metavar="N",
                         help="class id k is label line k + N (default: from the labels against the classes: "
                         "a background first line is skipped when the model does not output it)")
+    parser.add_argument("--metrics", metavar="[HOST:]PORT",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics (HOST default 127.0.0.1; "
+                        "needs the metrics extra); see docs/metrics.md")
     parser.add_argument("--mask-dir", dest="mask_dir", type=Path, metavar="DIR",
                         help="segmentation: write each result's colour mask PNG into DIR")
     parser.add_argument(
@@ -373,7 +376,16 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         resize=args.resize,
         limit=args.limit,
         interpreters=args.interpreters or "shared",
+        metrics=_metrics_address(args.metrics),
     )
+
+
+def _metrics_address(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    from edge.metrics import parse_address
+
+    return parse_address(value)
 
 
 def human_line(record: dict[str, Any]) -> str:
@@ -414,6 +426,11 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)  # from here on only the settings travel, never args
     if moved is not None and not settings.model.path:
         _check_store_for(moved, settings)
+    metrics = None
+    if settings.metrics is not None:  # bound first: a busy port fails before the model loads
+        from edge.metrics import MetricsServer
+
+        metrics = MetricsServer(*settings.metrics).start()
     from edge import sdnotify
     from edge.pipeline import Pipeline, SourceModelOptions
     from edge.sinks import JsonlFileSink, StdoutSink
@@ -469,6 +486,12 @@ def run(args: argparse.Namespace) -> int:
     if session is not None:
         for sink in session.sinks:
             pipeline.add_sink(sink)
+    if metrics is not None:
+        from edge.metrics import LatencySink
+
+        latency = LatencySink()
+        pipeline.add_sink(latency)
+        metrics.collector.attach(pipeline, board, latency, getattr(session, "outbox", None))
     sdnotify.notify(f"STATUS=serving {model.name} v{model.version}")
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -510,6 +533,8 @@ def run(args: argparse.Namespace) -> int:
             session.close()  # flushes and closes its own sinks
         for sink in sinks:
             sink.close()
+        if metrics is not None:
+            metrics.close()
     _summary(pipeline.stats(), total, failed, interrupted, pipeline.model)  # the model serving now
     snapshot = board.snapshot()
     _source_summary(snapshot, settings.sources)
