@@ -79,7 +79,8 @@ def load_model(
     ``accelerator`` (``--delegate``: ``edgetpu``, ``cpu`` or a delegate library path), ``device``
     (``usb``, ``usb:N``, ``pci``, ``pci:N``), ``require_accelerator`` (fail instead of falling back to the
     CPU), ``threads`` (interpreter threads; default: the interpreter's) and ``mask_dir`` (segmentation:
-    each result's colour mask PNG is written there, its path in the record's ``mask``). Without
+    each result's colour mask PNG is written there, named after the input; unlike ``edge run``'s
+    record, ``result.to_json()`` does not name it). Without
     ``warmup=False`` one
     invoke on zeros runs now, so the first ``predict`` does not pay for lazy initialization.
     """

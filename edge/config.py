@@ -212,6 +212,7 @@ KEYS: tuple[Key, ...] = (
     Key("task.labels", "labels", _string, "labels file, one per line (default: the manifest's)", paths=True),
     Key("task.label_offset", "label_offset", _integer(-1),
         "class id k is label line k + offset (default: from the labels against the class count)"),
+    Key("task.track", "track", _boolean, "detection: follow objects across frames (track_id on each)"),
     Key("task.top_k", "top_k", _integer(1), "classification: how many classes to report"),
     Key("task.threshold", "threshold", _number(0.0, 1.0), "minimum score of a reported class or object"),
     Key("task.resize", "resize", _choice(*RESIZE_MODES), "how an image is fitted to the model input"),

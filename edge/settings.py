@@ -122,6 +122,7 @@ class RunSettings(NamedTuple):
     resize: str | None = None
     limit: int | None = None
     mask_dir: Path | None = None  # segmentation: each result's mask PNG is written here
+    track: bool = False  # detection: track_id on objects, one tracker per source
     interpreters: str = "shared"  # or "per-source": one model instance per source, inferred in parallel
     metrics: tuple[str, int] | None = None  # (host, port) of Prometheus' /metrics (--metrics); None: off
 

@@ -27,6 +27,8 @@ Wire format of a track: ``docs/tracking.md``.
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -368,3 +370,30 @@ def _to_corners(xywh: np.ndarray) -> np.ndarray:
 def _corners(xywh: np.ndarray) -> Box:
     cx, cy, w, h = (float(v) for v in xywh)
     return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+
+class TrackAnnotator:
+    """A pipeline annotator (``Pipeline(annotators=[TrackAnnotator()])``, ``edge run --track``): one
+    ``Tracker`` per source, and ``track_id`` on each detected object of the record that a track holds.
+
+    Frames are timed by the monotonic clock when their result is made (a wall clock can step back); results of
+    one source arrive in order, so its tracker sees its frames in time order. Thread-safe (per-source
+    pipelines annotate from their own threads).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        Tracker(**options)  # the settings are checked now, not at the first detection
+        self.options = options
+        self._trackers: dict[str, Tracker] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, outcome: Any, record: dict[str, Any]) -> None:
+        objects = getattr(outcome.result, "objects", None)
+        if outcome.error is not None or objects is None or "objects" not in record:
+            return
+        with self._lock:
+            tracker = self._trackers.setdefault(outcome.source or "", Tracker(**self.options))
+            tracks = tracker.update(objects, time.monotonic())
+        for item, track_id in zip(record["objects"], track_ids(tracks, len(objects)), strict=True):
+            if track_id is not None:
+                item["track_id"] = track_id

@@ -95,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", metavar="[HOST:]PORT",
                         help="serve Prometheus metrics on http://HOST:PORT/metrics (HOST default 127.0.0.1; "
                         "needs the metrics extra); see docs/metrics.md")
+    parser.add_argument("--track", action="store_true", default=None,
+                        help="detection: follow objects across frames, one tracker per source; each object "
+                        "a track holds gets a track_id (see docs/tracking.md)")
     parser.add_argument("--mask-dir", dest="mask_dir", type=Path, metavar="DIR",
                         help="segmentation: write each result's colour mask PNG into DIR")
     parser.add_argument(
@@ -371,6 +374,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         json=bool(args.json),
         output=args.output,
         mask_dir=Path(args.mask_dir) if args.mask_dir else None,
+        track=bool(args.track),
         top_k=args.top_k,
         threshold=args.threshold,
         resize=args.resize,
@@ -462,11 +466,15 @@ def run(args: argparse.Namespace) -> int:
     board.subscribe(_print_state)
     models = [model, *(model_settings.load(model_path) for _ in muxes[1:])]
     # A live frame is taken when the interpreter is free (the newest); decoding ahead would queue old ones.
-    annotators = []
+    annotators: list[Any] = []
     if settings.mask_dir is not None:
         from edge.tasks.segmentation import MaskWriter
 
         annotators.append(MaskWriter(settings.mask_dir))
+    if settings.track:
+        from edge.tracking import TrackAnnotator
+
+        annotators.append(TrackAnnotator())
     pipelines = [
         Pipeline(each, top_k=settings.top_k, threshold=settings.threshold, resize=settings.resize,
                  sinks=sinks, overlap=False if mux.live else None, annotators=annotators)
