@@ -107,11 +107,7 @@ def convert(options: ConvertOptions) -> ConvertResult:
         labels, labels_from = source.labels, source.labels_from
     sample_shape = source.sample_shape(options.input_shape)
     _check_normalization(options, sample_shape)
-    name = options.name or source.name
-    if not NAME_PATTERN.match(name):
-        raise ConverterError(
-            f"model name {name!r} is not allowed; use --name with letters, digits, '.', '_' or '-' (max 64)"
-        )
+    name = _checked_name(options.name or source.name)
     output = Path(options.output)
     folder = output if output.is_dir() else output.parent
     version = choose_version(folder, name, options.version)
@@ -236,11 +232,7 @@ def _package_tflite(options: ConvertOptions) -> ConvertResult:
     _check_normalization(resolved, source.sample_shape)
     if labels:
         _check_labels(labels, source.info, about.task)
-    name = options.name or about.name
-    if not NAME_PATTERN.match(name):
-        raise ConverterError(
-            f"model name {name!r} is not allowed; use --name with letters, digits, '.', '_' or '-' (max 64)"
-        )
+    name = _checked_name(options.name or about.name)
     output = Path(options.output)
     folder = output if output.is_dir() else output.parent
     notes = list(about.notes)
@@ -581,3 +573,12 @@ def _tf_version() -> str:
     import tensorflow as tf
 
     return str(tf.__version__)
+
+
+def _checked_name(name: str) -> str:
+    """A package name as the manifest allows it, or a ConverterError saying what to pass."""
+    if not NAME_PATTERN.match(name):
+        raise ConverterError(
+            f"model name {name!r} is not allowed; use --name with letters, digits, '.', '_' or '-' (max 64)"
+        )
+    return name

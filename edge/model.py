@@ -486,16 +486,15 @@ def load_model(
     manifest = source.manifest
     metadata = standard_metadata(source)
     facts: dict[str, Choice] = {}
+    shapes = [tuple(int(d) for d in o["shape"]) for o in interpreter.get_output_details()]  # allocated
     if task:
         resolved_task, facts["task"] = task, Choice("flags")
     elif manifest:
         resolved_task, facts["task"] = manifest.task, Choice("manifest")
     else:
-        shapes = [tuple(int(d) for d in o["shape"]) for o in interpreter.get_output_details()]
         guess = guess_task(source.info, shapes)
         resolved_task, facts["task"] = guess.task, Choice("guessed", guess.reason)
-    details = interpreter.get_output_details()
-    classes = int(details[0]["shape"][-1]) if len(details) == 1 and len(details[0]["shape"]) else None
+    classes = shapes[0][-1] if len(shapes) == 1 and shapes[0] else None
     model_labels, facts["labels"] = resolve_labels(
         read_labels(labels),
         manifest.labels if manifest else None,
