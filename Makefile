@@ -9,6 +9,12 @@ VENV_LEGACY := .venv-legacy
 PIP_FLAGS := --quiet --disable-pip-version-check
 ROOT := $(abspath .)
 
+# Extra set-up and test targets, one file each in mk/ (a browser for the dashboard's tests, a real Home
+# Assistant); a file there may add prerequisites to test-main through TEST_MAIN_DEPS.
+.DEFAULT_GOAL := setup
+TEST_MAIN_DEPS :=
+-include mk/*.mk
+
 .PHONY: demo test lint test-main test-edge test-legacy bench setup system-deps clean
 
 setup: $(VENV)/.installed
@@ -64,7 +70,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check edge converter cloud_sync tests benchmarks demo
 	$(VENV)/bin/mypy edge cloud_sync
 
-test-main: $(VENV)/.installed
+test-main: $(VENV)/.installed $(TEST_MAIN_DEPS)
 	$(VENV)/bin/python -m pytest tests -q
 
 # The device-side tests again without TensorFlow; test models are built once by the full environment.
