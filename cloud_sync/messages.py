@@ -15,6 +15,8 @@ from cloud_sync.errors import PayloadError
 
 RESULT_SCHEMA = "edge.result/1"
 TELEMETRY_SCHEMA = "edge.telemetry/1"
+EVENT_SCHEMA = "edge.event/1"
+EVENT_TYPES = ("new", "update", "end")
 MAX_PAYLOAD = 256 * 1024  # bytes accepted on /cmd and at the collector
 _COMPACT = (",", ":")
 
@@ -38,10 +40,13 @@ def decode_json(payload: bytes, topic: str, max_bytes: int = MAX_PAYLOAD) -> dic
     return obj
 
 
-def build_result(record: dict[str, Any], *, device: str, stream: str, seq: int) -> dict[str, Any]:
-    """The ``/results`` message for one pipeline record: an envelope, then the record's own fields."""
+def build_result(
+    record: dict[str, Any], *, device: str, stream: str, seq: int, schema: str = RESULT_SCHEMA
+) -> dict[str, Any]:
+    """The ``/results`` (or, with ``EVENT_SCHEMA``, ``/events``) message for one record: an envelope, then
+    the record's own fields."""
     message: dict[str, Any] = {
-        "schema": RESULT_SCHEMA,
+        "schema": schema,
         "id": uuid.uuid4().hex,
         "device": device,
         "stream": stream,
@@ -56,29 +61,46 @@ def build_result(record: dict[str, Any], *, device: str, stream: str, seq: int) 
     return message
 
 
-def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], topic: str) -> Any:
+def _require(
+    obj: dict[str, Any], key: str, kind: type | tuple[type, ...], topic: str, what: str = "result"
+) -> Any:
     value = obj.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise PayloadError(f"result on {topic}: field {key!r} is {value!r}, expected {names}")
+        raise PayloadError(f"{what} on {topic}: field {key!r} is {value!r}, expected {names}")
     return value
+
+
+def _validate_envelope(obj: dict[str, Any], topic: str, schema: str, what: str) -> None:
+    if obj.get("schema") != schema:
+        raise PayloadError(f"{what} on {topic}: schema is {obj.get('schema')!r}, expected {schema!r}")
+    ident = _require(obj, "id", str, topic, what)
+    if not 8 <= len(ident) <= 64:
+        raise PayloadError(f"{what} on {topic}: id {ident[:80]!r} must be 8 to 64 characters")
+    _require(obj, "device", str, topic, what)
+    seq = _require(obj, "seq", int, topic, what)
+    if seq < 1:
+        raise PayloadError(f"{what} on {topic}: seq is {seq}, expected a positive integer")
+    _require(obj, "ts", (int, float), topic, what)
+    _require(obj, "stream", str, topic, what)
+    if not isinstance(obj.get("model"), dict):
+        raise PayloadError(f"{what} on {topic}: field 'model' is {obj.get('model')!r}, expected an object")
 
 
 def validate_result(obj: dict[str, Any], topic: str) -> dict[str, Any]:
     """Check the envelope fields the collector relies on; returns ``obj``."""
-    if obj.get("schema") != RESULT_SCHEMA:
-        raise PayloadError(f"result on {topic}: schema is {obj.get('schema')!r}, expected {RESULT_SCHEMA!r}")
-    ident = _require(obj, "id", str, topic)
-    if not 8 <= len(ident) <= 64:
-        raise PayloadError(f"result on {topic}: id {ident[:80]!r} must be 8 to 64 characters")
-    _require(obj, "device", str, topic)
-    seq = _require(obj, "seq", int, topic)
-    if seq < 1:
-        raise PayloadError(f"result on {topic}: seq is {seq}, expected a positive integer")
-    _require(obj, "ts", (int, float), topic)
-    _require(obj, "stream", str, topic)
-    if not isinstance(obj.get("model"), dict):
-        raise PayloadError(f"result on {topic}: field 'model' is {obj.get('model')!r}, expected an object")
+    _validate_envelope(obj, topic, RESULT_SCHEMA, "result")
+    return obj
+
+
+def validate_event(obj: dict[str, Any], topic: str) -> dict[str, Any]:
+    """Check an ``/events`` message: the result envelope plus ``type``, ``event_id`` and ``label``."""
+    _validate_envelope(obj, topic, EVENT_SCHEMA, "event")
+    if obj.get("type") not in EVENT_TYPES:
+        expected = ", ".join(EVENT_TYPES)
+        raise PayloadError(f"event on {topic}: type is {obj.get('type')!r}, expected one of {expected}")
+    _require(obj, "event_id", str, topic, "event")
+    _require(obj, "label", str, topic, "event")
     return obj
 
 

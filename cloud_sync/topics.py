@@ -2,14 +2,19 @@
 
 Per device, under ``<prefix>/<device_id>/``:
 
-========================  =========================================================================
-``status``                retained ``{"state": "online"|"offline", "seq": N}``; ``offline`` is the will
-``results``               one JSON per inference (QoS 1), schema ``edge.result/1``
-``telemetry``             periodic health (QoS 1), schema ``edge.telemetry/1``; carries the latest ``seq``
-``cmd/<name>``            a command (``ping``, ``reload``, ``set``, ``snapshot``, ``replay``)
-``cmd/<name>/reply``      its reply, echoing the request's ``request_id``
-``sources/<name>/state``  retained (QoS 1) state of one input source: ``SourceState.to_json()`` + counters
-========================  =========================================================================
+==============================  ============================================================================
+``status``                      retained ``{"state": "online"|"offline", "seq": N}``; ``offline`` is the will
+``results``                     one JSON per inference (QoS 1), schema ``edge.result/1``
+``events``                      tracked objects' events new/update/end (QoS 1), schema ``edge.event/1``; they
+                                share ``seq``/``stream`` with results (one sequence: gap repair covers both)
+``<source>/<label>/snapshot``   retained JPEG: best frame of ``label``'s latest event on ``source``, boxed
+``<source>/snapshot``           retained JPEG: the latest frame of ``source`` (on ``cmd/snapshot``)
+``<source>/counts``             retained ``{"labels": {label: n}, "zones": {zone: {label: n}}}``, on change
+``telemetry``                   periodic health (QoS 1), ``edge.telemetry/1``; carries the latest ``seq``
+``cmd/<name>``                  a command (``ping``, ``reload``, ``set``, ``snapshot``, ``replay``)
+``cmd/<name>/reply``            its reply, echoing the request's ``request_id``
+``sources/<name>/state``        retained (QoS 1) state of a source: ``SourceState.to_json()`` + counters
+==============================  ============================================================================
 
 Home Assistant discovery lives under ``homeassistant/`` (see ``cloud_sync.homeassistant``).
 """
@@ -81,8 +86,21 @@ class DeviceTopics:
     def telemetry(self) -> str:
         return f"{self.base}/telemetry"
 
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
     def cmd(self, name: str) -> str:
         return f"{self.base}/cmd/{name}"
+
+    def snapshot(self, source: str, label: str | None = None) -> str:
+        """The retained JPEG of ``label``'s latest event on ``source``, or (no label) its latest frame."""
+        if label is None:
+            return f"{self.base}/{source}/snapshot"
+        return f"{self.base}/{source}/{label}/snapshot"
+
+    def counts(self, source: str) -> str:
+        return f"{self.base}/{source}/counts"
 
     def source_state(self, name: str) -> str:
         """The retained state of source ``name`` (``ConfigError`` when the name is no topic level)."""
@@ -115,6 +133,10 @@ class FleetTopics:
     @property
     def telemetry(self) -> str:
         return f"{self.prefix}/+/telemetry"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}/+/events"
 
     @property
     def status(self) -> str:
