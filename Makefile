@@ -45,7 +45,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[convert,dev,metrics,postgres]'
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[convert,dev,metrics,postgres,dashboard]'
 	touch $@
 
 # Device-only environment: the default install (no TensorFlow) plus pytest.
