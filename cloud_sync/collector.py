@@ -1,8 +1,14 @@
 """The fleet collector behind ``edge collect``: validate, store each result once, find and repair gaps.
 
-Subscribes to ``<prefix>/+/results`` and ``/telemetry`` (through ``$share/<group>/`` with ``share``), plus
-``/status`` and ``/cmd/replay/reply``. A writer thread stores results in batches (``INSERT`` ignoring known
-ids: duplicates are counted). Every ``check_interval_s`` it compares, per device stream, the ``seq`` values
+Subscribes to ``<prefix>/+/results``, ``/events`` and ``/telemetry`` (through ``$share/<group>/`` with
+``share``), plus ``/status``, ``/model/status``, the snapshot topics and ``/cmd/+/reply``. Results and events
+share one ``seq`` sequence per device stream: both go into the results table (``kind``), so one gap check
+covers them. A writer thread stores them in batches (``INSERT`` ignoring known ids: duplicates are counted),
+with each telemetry message (fps, latency, outbox: the dashboard's charts), the latest snapshot JPEG per
+(device, source, label) and each change of a device's update state (its model history). An ``observer``
+(the dashboard's live state) sees every valid message as ``(kind, device, body)``.
+
+Every ``check_interval_s`` it compares, per device stream, the ``seq`` values
 in the store with the highest ``seq`` seen (in results, telemetry or status): a gap that is still open at
 the next check is requested again with ``<prefix>/<id>/cmd/replay`` ``{"from", "to", "stream"}``; ranges
 the device no longer holds (its reply's ``missing``) are recorded as lost and reported, not re-requested.
@@ -18,13 +24,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cloud_sync.commands import ranges
 from cloud_sync.connection import Message, MqttConnection
 from cloud_sync.errors import PayloadError
-from cloud_sync.messages import decode_json, dumps, validate_result, validate_telemetry
-from cloud_sync.store import ResultStore, Row, missing_seqs
+from cloud_sync.messages import decode_json, dumps, validate_event, validate_result, validate_telemetry
+from cloud_sync.store import KindRow, ResultStore, TelemetryRow, missing_seqs
 from cloud_sync.topics import FleetTopics, shared
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,34 @@ class Lost:
     last: int
 
 
+class Snapshot(NamedTuple):
+    """A retained JPEG: the best frame of ``label``'s latest event on ``source`` ('' label: latest frame)."""
+
+    device: str
+    source: str
+    label: str
+    ts: float
+    jpeg: bytes
+
+
+class UpdateState(NamedTuple):
+    device: str
+    ts: float
+    state: str
+    name: str
+    version: int
+    reason: str
+
+
+class TelemetryEntry(NamedTuple):
+    row: TelemetryRow
+
+
+Observer = Callable[[str, str, Any], None]
+MAX_SNAPSHOT = 4 * 1024 * 1024  # bytes; a boxed 1080p JPEG is ~300 KB
+_JPEG_MAGIC = b"\xff\xd8"
+
+
 @dataclass
 class CollectorStats:
     received: int = 0
@@ -60,8 +94,13 @@ class CollectorStats:
     duplicates: int = 0
     invalid: int = 0
     telemetry: int = 0
+    events: int = 0
+    snapshots: int = 0
     replays_requested: int = 0
+    repaired: int = 0
     invalid_by_topic: dict[str, int] = field(default_factory=dict)
+    invalid_by_device: dict[str, int] = field(default_factory=dict)
+    repaired_by_device: dict[str, int] = field(default_factory=dict)
 
 
 class Collector:
@@ -77,6 +116,7 @@ class Collector:
         replay_retry_s: float = 5.0,
         repair: bool = True,
         batch: int = 1000,
+        observer: Observer | None = None,
     ) -> None:
         self.connection = connection
         self.store = store
@@ -87,10 +127,14 @@ class Collector:
         self.replay_retry_s = replay_retry_s
         self.repair = repair
         self.batch = batch
+        self.observer = observer
         self.stats = CollectorStats()
         self.streams: dict[tuple[str, str], StreamState] = {}
         self.devices_online: dict[str, str] = {}
-        self._queue: queue.Queue[tuple[Row, dict[str, Any]] | Lost | None] = queue.Queue()
+        self._queue: queue.Queue[
+            tuple[KindRow, dict[str, Any]] | Lost | Snapshot | UpdateState | TelemetryEntry | None
+        ] = queue.Queue()
+        self._update_seen: dict[str, tuple[str, int, str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="collector-writer", daemon=True)
@@ -102,9 +146,13 @@ class Collector:
         self._writer.start()
         fleet = self.fleet
         self.connection.subscribe(shared(fleet.results, self.share), self._on_result)
+        self.connection.subscribe(shared(fleet.events, self.share), self._on_event)
         self.connection.subscribe(shared(fleet.telemetry, self.share), self._on_telemetry)
         self.connection.subscribe(fleet.status, self._on_status)
-        self.connection.subscribe(f"{fleet.prefix}/+/cmd/replay/reply", self._on_replay_reply)
+        self.connection.subscribe(f"{fleet.prefix}/+/model/status", self._on_model_status)
+        self.connection.subscribe(f"{fleet.prefix}/+/+/+/snapshot", self._on_snapshot)
+        self.connection.subscribe(f"{fleet.prefix}/+/+/snapshot", self._on_snapshot)
+        self.connection.subscribe(f"{fleet.prefix}/+/cmd/+/reply", self._on_reply)
         self.connection.start()
         self._checker.start()
         return self
@@ -120,10 +168,19 @@ class Collector:
     # ----------------------------------------------------------------- incoming (network thread)
 
     def _invalid(self, topic: str, exc: PayloadError) -> None:
+        device = self.fleet.device_of(topic) or ""
         with self._lock:
             self.stats.invalid += 1
             self.stats.invalid_by_topic[topic] = self.stats.invalid_by_topic.get(topic, 0) + 1
+            self.stats.invalid_by_device[device] = self.stats.invalid_by_device.get(device, 0) + 1
         log.warning("dropped a bad payload: %s", exc)
+
+    def _observe(self, kind: str, device: str, body: Any) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(kind, device, body)
+            except Exception:
+                log.exception("the collector's observer failed on a %s of %s", kind, device)
 
     def _state(self, device: str, stream: str) -> StreamState:
         key = (device, stream)
@@ -150,9 +207,79 @@ class Collector:
             self._invalid(message.topic, exc)
             return
         self._see_seq(device, body["stream"], body["seq"])
-        row: Row = (body["id"], device, body["stream"], body["seq"], float(body["ts"]),
-                    message.payload.decode())
+        row: KindRow = (body["id"], device, body["stream"], body["seq"], float(body["ts"]),
+                        message.payload.decode(), "result")
         self._queue.put((row, body))
+        self._observe("result", device, body)
+
+    def _on_event(self, message: Message) -> None:
+        with self._lock:
+            self.stats.received += 1
+        try:
+            body = validate_event(decode_json(message.payload, message.topic), message.topic)
+            device = self.fleet.device_of(message.topic)
+            if device is None or device != body["device"]:
+                raise PayloadError(f"event on {message.topic} names device {body['device']!r}; dropped")
+        except PayloadError as exc:
+            self._invalid(message.topic, exc)
+            return
+        with self._lock:
+            self.stats.events += 1
+        self._see_seq(device, body["stream"], body["seq"])
+        row: KindRow = (body["id"], device, body["stream"], body["seq"], float(body["ts"]),
+                        message.payload.decode(), "event")
+        self._queue.put((row, body))
+        self._observe("event", device, body)
+
+    def _on_snapshot(self, message: Message) -> None:
+        device = self.fleet.device_of(message.topic)
+        parts = message.topic[len(self.fleet.prefix) + 1 :].split("/")
+        if device is None or not message.payload or parts[1] == "cmd":  # cmd/snapshot: the request
+            return
+        source, label = parts[1], parts[2] if len(parts) == 4 else ""
+        if len(message.payload) > MAX_SNAPSHOT or not message.payload.startswith(_JPEG_MAGIC):
+            what = f"{len(message.payload)} bytes" if len(message.payload) > MAX_SNAPSHOT else "not a JPEG"
+            self._invalid(message.topic, PayloadError(f"snapshot on {message.topic} is {what}; dropped"))
+            return
+        with self._lock:
+            self.stats.snapshots += 1
+        snap = Snapshot(device, source, label, time.time(), message.payload)
+        self._queue.put(snap)
+        self._observe("snapshot", device, snap)
+
+    def _on_model_status(self, message: Message) -> None:
+        from cloud_sync.update_protocol import Status
+
+        device = self.fleet.device_of(message.topic)
+        if device is None or not message.payload:
+            return
+        try:
+            status = Status.from_bytes(message.payload)
+        except PayloadError as exc:
+            self._invalid(message.topic, exc)
+            return
+        self._observe("model_status", device, status)
+        name = str((status.active or {}).get("name", "")) if status.state == "active" else status.name
+        version = int((status.active or {}).get("version", 0)) if status.state == "active" else status.version
+        key = (status.state, version, name)
+        with self._lock:
+            changed = self._update_seen.get(device) != key
+            self._update_seen[device] = key
+        if changed and status.state != "downloading" or changed and status.progress == 0.0:
+            self._queue.put(UpdateState(device, status.ts or time.time(), status.state, name, version,
+                                        status.reason))
+
+    def _on_reply(self, message: Message) -> None:
+        device = self.fleet.device_of(message.topic)
+        if device is None:
+            return
+        if message.topic.endswith("/cmd/replay/reply"):
+            self._on_replay_reply(message)
+        try:
+            body = decode_json(message.payload, message.topic)
+        except PayloadError:
+            return  # a command reply is for whoever asked: not ours to count
+        self._observe("reply", device, {"command": message.topic.rsplit("/", 2)[-2], **body})
 
     def _on_telemetry(self, message: Message) -> None:
         try:
@@ -168,6 +295,8 @@ class Collector:
             self.stats.telemetry += 1
         if body["seq"]:
             self._see_seq(device, stream, body["seq"])
+        self._queue.put(TelemetryEntry(telemetry_row(device, body)))
+        self._observe("telemetry", device, body)
 
     def _on_status(self, message: Message) -> None:
         device = self.fleet.device_of(message.topic)
@@ -178,6 +307,7 @@ class Collector:
         except PayloadError:
             body = {"state": message.payload.decode(errors="replace")[:20]}
         self.devices_online[device] = str(body.get("state"))
+        self._observe("status", device, body)
         seq, stream = body.get("seq"), body.get("stream")
         if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 and isinstance(stream, str):
             self._see_seq(device, stream, seq)
@@ -217,17 +347,25 @@ class Collector:
                     break
             if None in items:
                 stopping = True
-            rows: list[Row] = []
+            rows: list[KindRow] = []
             bodies: list[dict[str, Any]] = []
+            telemetry: list[TelemetryRow] = []
             for entry in items:
                 if entry is None:
                     continue
-                if isinstance(entry, Lost):
-                    self.store.add_lost(entry.device, entry.stream, entry.first, entry.last)
-                    continue
-                row, body = entry
-                rows.append(row)
-                bodies.append(body)
+                if isinstance(entry, TelemetryEntry):
+                    telemetry.append(entry.row)
+                elif isinstance(entry, Lost | Snapshot | UpdateState):
+                    self._write_other(entry)
+                else:
+                    row, body = entry
+                    rows.append(row)
+                    bodies.append(body)
+            if telemetry:
+                try:
+                    self.store.add_telemetry(telemetry)
+                except Exception:
+                    log.exception("storing %d telemetry message(s) failed", len(telemetry))
             if not rows:
                 continue
             try:
@@ -241,7 +379,18 @@ class Collector:
             if self.on_result is not None and new:
                 self._emit_new(rows, bodies, new)
 
-    def _emit_new(self, rows: list[Row], bodies: list[dict[str, Any]], new: int) -> None:
+    def _write_other(self, entry: Lost | Snapshot | UpdateState) -> None:
+        try:
+            if isinstance(entry, Lost):
+                self.store.add_lost(entry.device, entry.stream, entry.first, entry.last)
+            elif isinstance(entry, Snapshot):
+                self.store.put_snapshot(entry.device, entry.source, entry.label, entry.ts, entry.jpeg)
+            else:
+                self.store.add_update(*entry)
+        except Exception:
+            log.exception("storing a %s of %s failed", type(entry).__name__, entry.device)
+
+    def _emit_new(self, rows: list[KindRow], bodies: list[dict[str, Any]], new: int) -> None:
         """Hand results on (``--print``); with duplicates in the batch, only the first of each id."""
         seen: set[str] = set()
         for row, body in zip(rows, bodies, strict=True):
@@ -277,6 +426,11 @@ class Collector:
                 state.top = max(state.top, top)
                 state.watermark = (missing[0] - 1) if missing else top
                 before = set(state.missing)
+                repaired = len((before - set(missing)).intersection(stored))
+                if repaired:  # missing at the last check, stored now: a replay (or a late delivery) filled it
+                    self.stats.repaired += repaired
+                    by_device = self.stats.repaired_by_device
+                    by_device[state.device] = by_device.get(state.device, 0) + repaired
                 persisted = [s for s in missing if s in before]
                 state.missing = missing
             out[(state.device, state.stream)] = missing
@@ -304,6 +458,30 @@ class Collector:
             tops = {key: state.top for key, state in self.streams.items()}
             counters = dict(vars(self.stats))
         return {"devices": store_report(self.store, tops), **counters, "online": dict(self.devices_online)}
+
+
+def telemetry_row(device: str, body: dict[str, Any]) -> TelemetryRow:
+    """The stored columns of one telemetry message (``None`` where the device did not say)."""
+    latency = body.get("latency_ms") if isinstance(body.get("latency_ms"), dict) else {}
+    outbox = body.get("outbox") if isinstance(body.get("outbox"), dict) else {}
+    ts = body.get("ts")
+    return (
+        device,
+        float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else time.time(),
+        _number(body.get("fps")),
+        _number(latency.get("p50")),  # type: ignore[union-attr]
+        _number(latency.get("p95")),  # type: ignore[union-attr]
+        _int(outbox.get("pending")),  # type: ignore[union-attr]
+        _number(outbox.get("oldest_age_s")),  # type: ignore[union-attr]
+    )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def store_report(store: ResultStore, tops: dict[tuple[str, str], int] | None = None) -> dict[str, Any]:

@@ -1,8 +1,13 @@
 """Where ``edge collect`` keeps results: SQLite (default) or PostgreSQL (a ``postgresql://`` URL).
 
-Tables: ``results`` (``id`` primary key, ``device_id``, ``stream``, ``seq``, ``ts``, ``payload``) holds each
-distinct result once; ``lost`` holds ``seq`` ranges a device said it no longer has (so they are reported,
-not requested again). Several collectors may share one PostgreSQL store.
+Tables: ``results`` (``id`` primary key, ``device_id``, ``stream``, ``seq``, ``ts``, ``payload``, ``kind``)
+holds each distinct result once, and each event (``kind = 'event'``): a device's results and events share one
+``seq`` sequence per stream, so one table keeps gap repair one query (``kind`` was added later: an older store
+gains it with the default ``'result'`` when opened). ``lost`` holds ``seq`` ranges a device said it no longer
+has (so they are reported, not requested again). For the dashboard: ``telemetry`` (one row per telemetry
+message: fps, latency, outbox), ``snapshots`` (the latest JPEG per device, source and label: bounded by its
+key) and ``updates`` (each change of a device's update state: the model history). Several collectors may
+share one PostgreSQL store.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ from cloud_sync.errors import SyncError
 log = logging.getLogger(__name__)
 
 Row = tuple[str, str, str, int, float, str]  # id, device_id, stream, seq, ts, payload
+KindRow = tuple[str, str, str, int, float, str, str]  # a Row and its kind ('result' or 'event')
+TelemetryRow = tuple[str, float, float | None, float | None, float | None, int | None, float | None]
+# device_id, ts, fps, latency p50 ms, p95 ms, outbox pending, outbox oldest age s
+KINDS = ("result", "event")
+_RESULT_COLUMNS = "id, device_id, stream, seq, ts, payload, kind"
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -31,6 +41,20 @@ CREATE TABLE IF NOT EXISTS lost (
     device_id TEXT NOT NULL, stream TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL,
     PRIMARY KEY (device_id, stream, first)
 );
+CREATE TABLE IF NOT EXISTS telemetry (
+    device_id TEXT NOT NULL, ts REAL NOT NULL, fps REAL, p50_ms REAL, p95_ms REAL, pending INTEGER,
+    oldest_age_s REAL
+);
+CREATE INDEX IF NOT EXISTS telemetry_device_ts ON telemetry(device_id, ts);
+CREATE TABLE IF NOT EXISTS snapshots (
+    device_id TEXT NOT NULL, source TEXT NOT NULL, label TEXT NOT NULL, ts REAL NOT NULL, jpeg BLOB NOT NULL,
+    PRIMARY KEY (device_id, source, label)
+);
+CREATE TABLE IF NOT EXISTS updates (
+    device_id TEXT NOT NULL, ts REAL NOT NULL, state TEXT NOT NULL, name TEXT NOT NULL,
+    version INTEGER NOT NULL, reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS updates_device_ts ON updates(device_id, ts);
 """
 POSTGRES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -42,7 +66,29 @@ CREATE TABLE IF NOT EXISTS lost (
     device_id TEXT NOT NULL, stream TEXT NOT NULL, first BIGINT NOT NULL, last BIGINT NOT NULL,
     PRIMARY KEY (device_id, stream, first)
 );
+ALTER TABLE results ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'result';
+CREATE INDEX IF NOT EXISTS results_device_ts ON results(device_id, ts);
+CREATE TABLE IF NOT EXISTS telemetry (
+    device_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, fps DOUBLE PRECISION, p50_ms DOUBLE PRECISION,
+    p95_ms DOUBLE PRECISION, pending BIGINT, oldest_age_s DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS telemetry_device_ts ON telemetry(device_id, ts);
+CREATE TABLE IF NOT EXISTS snapshots (
+    device_id TEXT NOT NULL, source TEXT NOT NULL, label TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
+    jpeg BYTEA NOT NULL, PRIMARY KEY (device_id, source, label)
+);
+CREATE TABLE IF NOT EXISTS updates (
+    device_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, state TEXT NOT NULL, name TEXT NOT NULL,
+    version BIGINT NOT NULL, reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS updates_device_ts ON updates(device_id, ts);
 """
+# SQLite has no ADD COLUMN IF NOT EXISTS: _migrate_sqlite checks the columns first.
+SQLITE_MIGRATION = """
+ALTER TABLE results ADD COLUMN kind TEXT NOT NULL DEFAULT 'result';
+"""
+SQLITE_INDEXES = "CREATE INDEX IF NOT EXISTS results_device_ts ON results(device_id, ts);"
+SNAPSHOT_LABELS = 64  # per device and source: a device naming labels without end cannot fill the table
 
 
 class StoreError(SyncError):
@@ -50,7 +96,7 @@ class StoreError(SyncError):
 
 
 class ResultStore(Protocol):
-    def insert(self, rows: Sequence[Row]) -> int: ...
+    def insert(self, rows: Sequence[Row | KindRow]) -> int: ...
 
     def add_lost(self, device_id: str, stream: str, first: int, last: int) -> None: ...
 
@@ -62,6 +108,14 @@ class ResultStore(Protocol):
 
     def summary(self, device_id: str, stream: str) -> tuple[int, int]: ...
 
+    def add_telemetry(self, rows: Sequence[TelemetryRow]) -> None: ...
+
+    def put_snapshot(self, device_id: str, source: str, label: str, ts: float, jpeg: bytes) -> None: ...
+
+    def add_update(
+        self, device_id: str, ts: float, state: str, name: str, version: int, reason: str
+    ) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -71,6 +125,7 @@ class _SqlStore:
     ph = "?"
     insert_sql = ""
     lost_sql = ""
+    snapshot_sql = ""
 
     def __init__(self, conn: Any, name: str) -> None:
         self.conn = conn
@@ -94,9 +149,103 @@ class _SqlStore:
                     self.conn.rollback()
                 raise StoreError(f"cannot {what} in {self.name}: {exc}") from exc
 
-    def insert(self, rows: Sequence[Row]) -> int:
-        """Insert new results; returns how many were new (the rest were duplicates)."""
-        return int(self._exec("store results", self.insert_sql, rows, many=True)) if rows else 0
+    def insert(self, rows: Sequence[Row | KindRow]) -> int:
+        """Insert new results (a ``Row``) and events (a ``KindRow`` ending in ``'event'``); returns how many
+        were new (the rest were duplicates)."""
+        if not rows:
+            return 0
+        full = [row if len(row) == 7 else (*row, "result") for row in rows]
+        return int(self._exec("store results", self.insert_sql, full, many=True))
+
+    def add_telemetry(self, rows: Sequence[TelemetryRow]) -> None:
+        if rows:
+            sql = "INSERT INTO telemetry VALUES (?, ?, ?, ?, ?, ?, ?)"
+            self._exec("store telemetry", sql, rows, many=True)
+
+    def put_snapshot(self, device_id: str, source: str, label: str, ts: float, jpeg: bytes) -> None:
+        """Keep ``jpeg`` as the latest snapshot of (device, source, label); ``label`` '' is the latest frame.
+
+        A new label beyond ``SNAPSHOT_LABELS`` per device and source replaces the oldest one."""
+        self._exec("store a snapshot", self.snapshot_sql, (device_id, source, label, ts, jpeg))
+        self._exec(
+            "trim snapshots",
+            "DELETE FROM snapshots WHERE device_id = ? AND source = ? AND label NOT IN (SELECT label FROM"
+            " snapshots WHERE device_id = ? AND source = ? ORDER BY ts DESC LIMIT ?)",
+            (device_id, source, device_id, source, SNAPSHOT_LABELS),
+        )
+
+    def add_update(self, device_id: str, ts: float, state: str, name: str, version: int, reason: str) -> None:
+        self._exec("record an update state", "INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?)",
+                   (device_id, ts, state, name, version, reason))
+
+    # ----------------------------------------------------------------- reads for the dashboard
+
+    def query(self, what: str, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read (``?`` placeholders)."""
+        return list(self._exec(what, sql, params, fetch=True))
+
+    def device_counts(self) -> dict[str, dict[str, Any]]:
+        """Per device: results and events stored, the newest one's ``ts``, and lost ``seq`` values."""
+        out: dict[str, dict[str, Any]] = {}
+        for device, kind, count, last in self.query(
+            "count per device",
+            "SELECT device_id, kind, count(*), max(ts) FROM results GROUP BY device_id, kind",
+        ):
+            row = out.setdefault(str(device), {"results": 0, "events": 0, "last_ts": 0.0, "lost": 0})
+            row["results" if kind == "result" else "events"] = int(count)
+            row["last_ts"] = max(row["last_ts"], float(last or 0.0))
+        for device, lost in self.query(
+            "count lost", "SELECT device_id, sum(last - first + 1) FROM lost GROUP BY device_id"
+        ):
+            row = out.setdefault(str(device), {"results": 0, "events": 0, "last_ts": 0.0, "lost": 0})
+            row["lost"] = int(lost)
+        return out
+
+    def recent(self, device_id: str, kind: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest ``limit`` results (or events) of a device, newest first, as decoded payloads."""
+        rows = self.query(
+            "read recent results",
+            "SELECT payload FROM results WHERE device_id = ? AND kind = ? ORDER BY ts DESC LIMIT ?",
+            (device_id, kind, limit),
+        )
+        return [_payload(p) for (p,) in rows]
+
+    def telemetry_series(self, device_id: str, since: float, limit: int = 500) -> list[tuple[Any, ...]]:
+        """``(ts, fps, p50_ms, p95_ms, pending)`` of a device since ``since``, oldest first (the newest
+        ``limit``)."""
+        rows = self.query(
+            "read telemetry",
+            "SELECT ts, fps, p50_ms, p95_ms, pending FROM telemetry WHERE device_id = ? AND ts >= ?"
+            " ORDER BY ts DESC LIMIT ?",
+            (device_id, since, limit),
+        )
+        return [tuple(r) for r in reversed(rows)]
+
+    def model_history(self, device_id: str, limit: int = 20) -> list[tuple[Any, ...]]:
+        """``(ts, state, name, version, reason)`` of a device's update states, newest first."""
+        rows = self.query(
+            "read the model history",
+            "SELECT ts, state, name, version, reason FROM updates WHERE device_id = ?"
+            " ORDER BY ts DESC LIMIT ?",
+            (device_id, limit),
+        )
+        return [tuple(r) for r in rows]
+
+    def snapshot_index(self, device_id: str) -> list[tuple[str, str, float]]:
+        """``(source, label, ts)`` of a device's stored snapshots, newest first."""
+        rows = self.query(
+            "list snapshots",
+            "SELECT source, label, ts FROM snapshots WHERE device_id = ? ORDER BY ts DESC", (device_id,)
+        )
+        return [(str(s), str(lb), float(t)) for s, lb, t in rows]
+
+    def snapshot(self, device_id: str, source: str, label: str) -> bytes | None:
+        rows = self.query(
+            "read a snapshot",
+            "SELECT jpeg FROM snapshots WHERE device_id = ? AND source = ? AND label = ?",
+            (device_id, source, label),
+        )
+        return bytes(rows[0][0]) if rows else None
 
     def add_lost(self, device_id: str, stream: str, first: int, last: int) -> None:
         self._exec("record lost results", self.lost_sql, (device_id, stream, first, last))
@@ -142,9 +291,23 @@ class _SqlStore:
             self.conn.close()
 
 
+def _payload(value: Any) -> dict[str, Any]:
+    """A stored payload as a dict: SQLite keeps text, PostgreSQL's JSONB arrives decoded."""
+    if isinstance(value, dict):
+        return value
+    import json
+
+    try:
+        body = json.loads(value)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 class SqliteStore(_SqlStore):
-    insert_sql = "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?, ?)"
+    insert_sql = f"INSERT OR IGNORE INTO results ({_RESULT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
     lost_sql = "INSERT OR REPLACE INTO lost VALUES (?, ?, ?, ?)"
+    snapshot_sql = "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?)"
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
@@ -155,6 +318,10 @@ class SqliteStore(_SqlStore):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SQLITE_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+            if "kind" not in columns:
+                conn.executescript(SQLITE_MIGRATION)
+            conn.executescript(SQLITE_INDEXES)
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:
                 conn.close()
@@ -164,7 +331,14 @@ class SqliteStore(_SqlStore):
 
 class PostgresStore(_SqlStore):
     ph = "%s"
-    insert_sql = "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?::jsonb) ON CONFLICT (id) DO NOTHING"
+    insert_sql = (
+        f"INSERT INTO results ({_RESULT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?::jsonb, ?)"
+        " ON CONFLICT (id) DO NOTHING"
+    )
+    snapshot_sql = (
+        "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, source, label) "
+        "DO UPDATE SET ts = EXCLUDED.ts, jpeg = EXCLUDED.jpeg"
+    )
     lost_sql = (
         "INSERT INTO lost VALUES (?, ?, ?, ?) "
         "ON CONFLICT (device_id, stream, first) DO UPDATE SET last = EXCLUDED.last"

@@ -33,6 +33,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-repair", action="store_true", help="report gaps, do not ask devices to replay")
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS (default: run)")
     parser.add_argument("--report", action="store_true", help="print the gap report of --db and exit")
+    add_http_arguments(parser)
+
+
+def add_http_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--http`` and ``--http-token`` (shared with ``edge dashboard``)."""
+    parser.add_argument(
+        "--http", metavar="[HOST:]PORT",
+        help="serve the fleet dashboard and Prometheus /metrics there (127.0.0.1 without a host; "
+             "needs the 'dashboard' extra)",
+    )
+    parser.add_argument(
+        "--http-token", metavar="TOKEN",
+        help="require TOKEN on every HTTP request ('Authorization: Bearer TOKEN' or ?token=TOKEN); "
+             "default: the EDGE_HTTP_TOKEN environment variable, else no token",
+    )
+
+
+def http_token(args: argparse.Namespace) -> str | None:
+    import os
+
+    from edge.errors import ConfigError
+
+    token = args.http_token if args.http_token is not None else os.environ.get("EDGE_HTTP_TOKEN")
+    if token is not None and not token.strip():
+        raise ConfigError("--http-token is empty; give a token, or leave the option out for none")
+    if token is not None and args.http is None:
+        raise ConfigError("--http-token protects the dashboard: give --http [HOST:]PORT with it")
+    return token.strip() if token else None
+
+
+def bind_http(args: argparse.Namespace) -> Any:
+    """The dashboard's listening socket (before anything else starts: a busy port fails first), or None."""
+    token = http_token(args)
+    if args.http is None:
+        return None
+    from cloud_sync.dashboard.server import bind, check_installed
+
+    check_installed()
+    args.http_token = token
+    return bind(args.http)
 
 
 def _client_id(args: argparse.Namespace) -> str:
@@ -69,16 +109,24 @@ def run(args: argparse.Namespace) -> int:
     if not args.mqtt:
         raise ConfigError("edge collect needs --mqtt URL (or --report to read --db only)")
     settings = broker_settings(args)  # before --db is made
-    store = open_store(args.db)
+    sock = bind_http(args)
     try:
-        doc = _collect(args, settings, store)
+        store = open_store(args.db)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
+    try:
+        doc = _collect(args, settings, store, sock)
     finally:
         store.close()
     print(report_json(doc), file=sys.stderr if args.print else sys.stdout)
     return EXIT_FAILED if has_gaps(doc["devices"]) else EXIT_OK
 
 
-def _collect(args: argparse.Namespace, settings: BrokerSettings, store: _SqlStore) -> dict[str, Any]:
+def _collect(
+    args: argparse.Namespace, settings: BrokerSettings, store: _SqlStore, sock: Any = None
+) -> dict[str, Any]:
     """Collect until SIGTERM, Ctrl-C or --duration; the final report."""
     from cloud_sync.collector import Collector
     from cloud_sync.connection import MqttConnection
@@ -91,19 +139,37 @@ def _collect(args: argparse.Namespace, settings: BrokerSettings, store: _SqlStor
             sys.stdout.write(json.dumps(body, separators=(",", ":")) + "\n")
             sys.stdout.flush()
 
+    live = None
+    if sock is not None:
+        from cloud_sync.dashboard.live import LiveFleet
+
+        live = LiveFleet(args.prefix)
+        live.attach(connection, with_collector=True)
     collector = Collector(
         connection, store, prefix=args.prefix, share=args.share,
         on_result=print_result if args.print else None, repair=not args.no_repair,
+        observer=live.observe if live is not None else None,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    dashboard = None
     try:
+        if sock is not None:
+            from cloud_sync.dashboard.server import Dashboard
+
+            dashboard = Dashboard(sock, args.db, live, collector=collector, token=args.http_token).start()
         collector.start()
         print(f"edge collect: listening on {settings.url} for {args.prefix}/+/results -> {store.name}",
               file=sys.stderr)
+        if dashboard is not None:
+            print(f"edge collect: dashboard and /metrics on {dashboard.url}", file=sys.stderr)
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait(args.duration)
         collector.check_gaps()
     finally:
+        if dashboard is not None:
+            dashboard.close()
+        elif sock is not None:
+            sock.close()
         collector.close()
     return collector.report()
