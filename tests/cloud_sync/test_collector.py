@@ -149,3 +149,86 @@ def test_shared_subscription_splits_the_load(mosquitto: Broker, tmp_path: Path) 
     first.store.close()
     second.close()
     second.store.close()
+
+
+def envelope(kind: str, seq: int, device: str = "cam7", stream: str = "s1", **fields: object) -> dict:
+    """A well-formed result or event as a device publishes it (docs/mqtt.md)."""
+    body: dict = {
+        "schema": f"edge.{kind}/1", "id": f"{kind}{seq:06d}{device}", "device": device, "stream": stream,
+        "seq": seq, "ts": 1_700_000_000.0 + seq, "model": {"name": "ssd", "version": 4},
+    }
+    if kind == "event":
+        body.update(type="new", event_id=f"front-3-{seq}", source="front", label="person", track_id=3,
+                    zones=["drive"], entered_zones=["drive"], start=1_700_000_000.0, end=None, score=0.91,
+                    box=[0.1, 0.2, 0.4, 0.9], snapshot=True)
+    body.update(fields)
+    return body
+
+
+def test_events_and_results_are_one_seq_stream(mosquitto: Broker, tmp_path: Path) -> None:
+    """A missing event is a gap in the results' sequence: asked for again, counted repaired once stored."""
+    db = tmp_path / "events.sqlite"
+    coll = collector(mosquitto.url, db)
+    pub = Watcher(mosquitto.url, "edge/cam7/cmd/replay", client_id="cam7")
+    for kind, seq in (("result", 1), ("event", 2), ("result", 4), ("event", 5)):  # event 3 is missing
+        topic = "edge/cam7/" + ("events" if kind == "event" else "results")
+        pub.conn.publish(topic, json.dumps(envelope(kind, seq)).encode()).wait(5)
+    wait_for(lambda: coll.check_gaps().get(("cam7", "s1")) == [3], what="seq 3 reported missing")
+    request = pub.next_json("cmd/replay")  # the collector asks the device for it
+    assert (request["from"], request["to"], request["stream"]) == (3, 3, "s1")
+    pub.conn.publish("edge/cam7/events", json.dumps(envelope("event", 3, type="end")).encode()).wait(5)
+    wait_for(lambda: coll.check_gaps().get(("cam7", "s1")) == [] and coll.stats.repaired == 1,
+             what="the replayed event fills the gap")
+    assert coll.stats.repaired_by_device == {"cam7": 1} and coll.stats.events == 3
+    with closing(sqlite3.connect(db)) as conn:
+        kinds = conn.execute("SELECT seq, kind FROM results ORDER BY seq").fetchall()
+    assert kinds == [(1, "result"), (2, "event"), (3, "event"), (4, "result"), (5, "event")]
+    events = coll.store.recent("cam7", "event", 10)
+    assert [e["seq"] for e in events] == [5, 3, 2]  # newest first, results left out
+    assert events[1]["type"] == "end" and events[0]["label"] == "person"
+    bad = envelope("event", 6, type="begin")
+    pub.conn.publish("edge/cam7/events", json.dumps(bad).encode()).wait(5)
+    wait_for(lambda: coll.stats.invalid == 1, what="a bad event counted")
+    assert coll.stats.invalid_by_device == {"cam7": 1}
+    pub.close()
+    coll.close()
+    coll.store.close()
+
+
+def test_snapshots_telemetry_and_update_states_are_stored(mosquitto: Broker, tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    from cloud_sync.update_protocol import Status
+
+    db = tmp_path / "snap.sqlite"
+    coll = collector(mosquitto.url, db)
+    pub = Watcher(mosquitto.url, client_id="cam7")
+    jpeg = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(jpeg, "JPEG")
+    pub.conn.publish("edge/cam7/front/person/snapshot", jpeg.getvalue(), retain=True).wait(5)
+    pub.conn.publish("edge/cam7/front/snapshot", jpeg.getvalue(), retain=True).wait(5)
+    pub.conn.publish("edge/cam7/front/car/snapshot", b"not a jpeg", retain=True).wait(5)
+    pub.conn.publish("edge/cam7/cmd/snapshot", b"{}").wait(5)  # the request to the device: not a snapshot
+    telemetry = {"schema": "edge.telemetry/1", "device": "cam7", "stream": "s1", "seq": 0, "ts": 1000.0,
+                 "fps": 7.5, "latency_ms": {"p50": 21.0, "p95": 40.0}, "outbox": {"pending": 3}}
+    pub.conn.publish("edge/cam7/telemetry", json.dumps(telemetry).encode()).wait(5)
+    for state, version, progress in (("downloading", 2, 0.0), ("downloading", 2, 0.5), ("active", 2, 1.0)):
+        status = Status("cam7", state, "ssd", version, progress,
+                        active={"name": "ssd", "version": 2} if state == "active" else None)
+        pub.conn.publish("edge/cam7/model/status", status.to_bytes(), retain=True).wait(5)
+    wait_for(lambda: coll.store.snapshot_index("cam7") and coll.store.model_history("cam7")
+             and len(coll.store.model_history("cam7")) == 2 and coll.store.telemetry_series("cam7", 0),
+             what="snapshot, telemetry and update states stored")
+    assert {(s, lb) for s, lb, _ in coll.store.snapshot_index("cam7")} == {("front", "person"), ("front", "")}
+    assert coll.store.snapshot("cam7", "front", "person") == jpeg.getvalue()
+    assert coll.store.telemetry_series("cam7", 0) == [(1000.0, 7.5, 21.0, 40.0, 3)]
+    # the half-way progress report is not history: one row per state change
+    history = [row[1:4] for row in coll.store.model_history("cam7")]
+    assert history == [("active", "ssd", 2), ("downloading", "ssd", 2)]
+    assert coll.stats.invalid == 1 and coll.stats.snapshots == 2
+    pub.close()
+    coll.close()
+    coll.store.close()

@@ -81,3 +81,73 @@ def test_bad_store_targets_are_clear_errors(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError, match="check --db"):
         open_store(str(blocker / "r.sqlite"))
+
+
+OLD_SCHEMA = """
+CREATE TABLE results (
+    id TEXT PRIMARY KEY, device_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+    ts REAL NOT NULL, payload TEXT NOT NULL
+);
+CREATE INDEX results_device_seq ON results(device_id, stream, seq);
+CREATE TABLE lost (
+    device_id TEXT NOT NULL, stream TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL,
+    PRIMARY KEY (device_id, stream, first)
+);
+INSERT INTO results VALUES ('old1', 'd1', 's1', 1, 1.0, '{"seq": 1}');
+"""
+
+
+def dashboard_reads(store: _SqlStore) -> None:
+    """Results and events in one table, and the dashboard's reads over them."""
+    assert store.insert([("ev2", "d1", "s1", 2, 2.0, '{"seq": 2, "label": "person"}', "event"),
+                         ("r3", "d1", "s1", 3, 3.0, '{"seq": 3}')]) == 2
+    assert store.seqs_above("d1", "s1", 0) == [1, 2, 3]  # one sequence for both kinds
+    assert [r["seq"] for r in store.recent("d1", "result")] == [3, 1]
+    assert store.recent("d1", "event") == [{"seq": 2, "label": "person"}]
+    counts = store.device_counts()
+    assert counts["d1"]["results"] == 2 and counts["d1"]["events"] == 1 and counts["d1"]["last_ts"] == 3.0
+    store.add_lost("d1", "s1", 7, 9)
+    assert store.device_counts()["d1"]["lost"] == 3
+    store.add_telemetry([("d1", 10.0, 5.0, 20.0, 30.0, 2, 1.5), ("d1", 11.0, None, None, None, None, None)])
+    assert store.telemetry_series("d1", 10.5) == [(11.0, None, None, None, None)]
+    store.add_update("d1", 5.0, "active", "ssd", 2, "")
+    assert store.model_history("d1") == [(5.0, "active", "ssd", 2, "")]
+
+
+def test_an_old_sqlite_store_gains_the_kind_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_SCHEMA)
+    store = open_store(str(path))
+    assert store.query("read", "SELECT id, kind FROM results") == [("old1", "result")]
+    dashboard_reads(store)
+    store.close()
+    again = open_store(str(path))  # opening it again migrates nothing twice
+    assert again.count() == 3
+    again.close()
+
+
+def test_an_old_postgres_store_gains_the_kind_column(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(OLD_SCHEMA.replace("payload TEXT", "payload JSONB"))
+    store = open_store(pg_url)
+    assert store.query("read", "SELECT id, kind FROM results") == [("old1", "result")]
+    dashboard_reads(store)
+    store.close()
+
+
+def test_snapshots_are_bounded_per_device_and_source(tmp_path: Path) -> None:
+    from cloud_sync.store import SNAPSHOT_LABELS
+
+    store = open_store(str(tmp_path / "s.sqlite"))
+    for i in range(SNAPSHOT_LABELS + 5):
+        store.put_snapshot("d1", "front", f"label{i}", float(i), b"\xff\xd8" + bytes([i]))
+    store.put_snapshot("d1", "front", "label70", 100.0, b"\xff\xd8new")  # replaces, does not add
+    index = store.snapshot_index("d1")
+    assert len(index) == SNAPSHOT_LABELS
+    assert index[0] == ("front", "label70", 100.0) and ("front", "label0", 0.0) not in index
+    assert store.snapshot("d1", "front", "label70") == b"\xff\xd8new"
+    assert store.snapshot("d1", "front", "label0") is None
+    store.close()
