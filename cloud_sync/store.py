@@ -205,7 +205,7 @@ class _SqlStore:
         """The newest ``limit`` results (or events) of a device, newest first, as decoded payloads."""
         rows = self.query(
             "read recent results",
-            "SELECT payload FROM results WHERE device_id = ? AND kind = ? ORDER BY ts DESC LIMIT ?",
+            "SELECT payload FROM results WHERE device_id = ? AND kind = ? ORDER BY ts DESC, seq DESC LIMIT ?",
             (device_id, kind, limit),
         )
         return [_payload(p) for (p,) in rows]

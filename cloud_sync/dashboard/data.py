@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from cloud_sync.dashboard.live import LiveFleet
+from cloud_sync.dashboard.live import DeviceLive, LiveFleet
 from cloud_sync.store import _SqlStore
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class FleetData:
         invalid = stats.pop("invalid_by_device", {})
         out = []
         for device in sorted(set(rows) | set(counts)):
-            row = rows.get(device) or {"device": device, "online": None, "last_seen": None}
+            row = rows.get(device) or DeviceLive(device).to_json()
             stored = counts.get(device, {})
             row["results"] = stored.get("results", 0)
             row["events"] = stored.get("events", 0)
@@ -102,7 +102,7 @@ class FleetData:
         counts = self.counts.counts.get(device)
         if row is None and counts is None:
             return None
-        row = row or {"device": device, "online": None}
+        row = row or DeviceLive(device).to_json()
         row["stored"] = counts or {}
         row["results"] = self.store.recent(device, "result", 20)
         row["events"] = self.store.recent(device, "event", 20)
