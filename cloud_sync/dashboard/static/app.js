@@ -6,6 +6,7 @@
   const main = document.getElementById("main");
   let fleet = null;          // the last /api/fleet document
   let deviceTimer = null;
+  let pending = false;       // a device or rollout page refresh is scheduled
 
   function url(path) {
     return token ? path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : path;
@@ -154,12 +155,12 @@
   // ------------------------------------------------------------------ routing and live updates
   function route() {
     clearTimeout(deviceTimer);
+    pending = false;  // a refresh cleared here must not block the next one
     const hash = location.hash || "#/";
     if (hash.startsWith("#/device/")) return showDevice(decodeURIComponent(hash.slice(9)));
     if (hash === "#/rollout") return showRollout();
     renderFleet();
   }
-  let pending = false;
   function onFleet(doc) {
     fleet = doc;
     const hash = location.hash || "#/";
