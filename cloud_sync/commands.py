@@ -1,6 +1,7 @@
 """Commands on ``<prefix>/<id>/cmd/<name>``, each answered on ``.../cmd/<name>/reply``.
 
-``ping``, ``reload``, ``set`` (``top_k``, ``threshold``), ``snapshot`` (one inference now, on the last input
+``ping``, ``reload``, ``set`` (``top_k``, ``threshold``), ``snapshot`` (with live sources: the latest frame of
+``source`` or of each, as a retained JPEG on ``<source>/snapshot``; else one inference now, on the last input
 seen, else the newest file of the watch folder; a given ``input`` must lie inside the watch folder or the
 inputs the device was started with, so a publisher cannot make the device read any file) and ``replay``
 (re-publish stored results ``from``..``to`` for a collector that found a gap).
@@ -61,8 +62,12 @@ class Commands:
         reload: Callable[[], None] | None = None,
         inputs: Sequence[Path] = (),
         watch: Path | None = None,
+        frames: Any = None,
+        publish_frame: Callable[[str, bytes], str] | None = None,
     ) -> None:
         self.reload = reload
+        self.frames = frames  # edge.events.FrameKeeper: the latest frame of each live source
+        self.publish_frame = publish_frame
         self.watch = watch
         # What ``snapshot`` may read: the watch folder and the files and folders given as inputs.
         self.snapshot_roots = tuple(Path(p).resolve() for p in ([watch] if watch else []) + list(inputs))
@@ -147,6 +152,9 @@ class Commands:
 
     def _cmd_snapshot(self, body: dict[str, Any], topic: str) -> dict[str, Any]:
         item: Any
+        live = self.frames.sources() if self.frames is not None and self.publish_frame is not None else []
+        if "source" in body or ("input" not in body and live):
+            return self._frame_snapshots(body, topic, live)
         if "input" in body:
             item = self._allowed_input(body["input"], topic)
         else:
@@ -160,6 +168,27 @@ class Commands:
         record = result.to_json() if hasattr(result, "to_json") else dict(result)
         self.emit(record)
         return {"result": record}
+
+    def _frame_snapshots(self, body: dict[str, Any], topic: str, live: list[str]) -> dict[str, Any]:
+        """The latest frame of one source (``{"source": NAME}``) or of each, as retained JPEGs."""
+        from edge.events import render_jpeg
+
+        wanted = body.get("source")
+        if wanted is not None and wanted not in live:
+            known = ", ".join(live) or "none has given a frame yet"
+            raise PayloadError(f"command on {topic}: source {wanted!r} has no frame; sources: {known}")
+        size = body.get("size", 640)
+        if not isinstance(size, int) or isinstance(size, bool) or not 32 <= size <= 4096:
+            raise PayloadError(f"command on {topic}: 'size' is {size!r}, expected pixels from 32 to 4096")
+        assert self.frames is not None and self.publish_frame is not None
+        sent: dict[str, Any] = {}
+        for name in [wanted] if wanted is not None else live:
+            jpeg = render_jpeg(self.frames.latest(name), size)
+            if jpeg is None:
+                sent[name] = {"error": "the latest frame could not be encoded"}
+                continue
+            sent[name] = {"topic": self.publish_frame(name, jpeg), "bytes": len(jpeg)}
+        return {"snapshots": sent}
 
     def _allowed_input(self, item: Any, topic: str) -> str:
         """``item`` resolved, when it lies inside the watch folder or is or lies inside an input given."""

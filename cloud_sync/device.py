@@ -258,8 +258,13 @@ class DeviceSync:
         pipeline: Any,
         reload: Callable[[], None] | None = None,
         sources: SourceBoard | None = None,
+        events: Any = None,
+        frames: Any = None,
     ) -> None:
         self.options = options
+        self.events = events  # the run's edge.events.EventAnnotator, if events are on
+        self.frames = frames  # the run's edge.events.FrameKeeper (cmd/snapshot of a live source)
+        self.event_publisher: Any = None
         self.pipeline = pipeline
         self.reload = reload
         self.sources = sources
@@ -301,9 +306,16 @@ class DeviceSync:
             ha = self.home_assistant
             self.connection.subscribe(BIRTH_TOPIC, lambda m: ha.on_birth(m.payload))
             self.connection.add_connect_listener(ha.announce)
+        if self.events is not None or self.frames is not None:
+            from cloud_sync.event_publisher import EventPublisher
+
+            self.event_publisher = EventPublisher(self)
+            if self.events is not None:
+                self.events.add_listener(self.event_publisher)
         self.commands = Commands(
             self.connection, self.topics, self.pipeline, self.outbox, self._emit_snapshot,
             lambda: self._last_input, reload=self.reload, inputs=options.inputs, watch=options.watch,
+            frames=self.frames, publish_frame=getattr(self.event_publisher, "publish_frame", None),
         )
         self.connection.add_connect_listener(self.outbox.kick)
         if self.sources is not None:
@@ -341,6 +353,15 @@ class DeviceSync:
             model = record.get("model")
             version = model.get("version") if isinstance(model, dict) else None
             self.home_assistant.observe(record, lambda: self.pipeline.stats().get("fps"), version)
+
+    def emit_event(self, event: dict[str, Any]) -> None:
+        """Commit one event to the outbox, in the results' ``seq`` sequence (``edge.event/1``)."""
+        from cloud_sync.event_publisher import build_event
+
+        with self._emit_lock:
+            seq = self.outbox.reserve_seq()
+            message = build_event(event, device=self.options.device_id, stream=self.outbox.stream, seq=seq)
+            self.outbox.add(self.topics.events, dumps(message), kind="event", seq=seq)
 
     def _emit_snapshot(self, record: dict[str, Any]) -> None:
         """A snapshot result goes out once: the runtime's pipeline already emits to our sink when wired."""

@@ -37,6 +37,7 @@ RETRY_S = 1.0  # pause after a failed write before trying again
 ACK_FLUSH_S = 0.05  # acknowledgements are written to disk in batches at least this often
 UNSENT_MAX = 20_000  # committed-but-unsent rows also kept in memory (beyond: read back from the database)
 
+_SEQUENCED = ("result", "event")  # kinds that carry a seq: kept after their PUBACK for replays
 DB_NAME = "outbox.sqlite"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -299,14 +300,14 @@ class Outbox:
     def replay(
         self, first: int, last: int, limit: int = 10_000
     ) -> tuple[list[tuple[int, str, bytes]], list[int]]:
-        """Stored results with ``first <= seq <= last`` (in order) and the seqs no longer held."""
+        """Stored results and events with ``first <= seq <= last`` (in order) and the seqs no longer held."""
         last = min(last, first + limit - 1, self._last_seq)
         if last < first:
             return [], []
         with self._reader() as db:
             rows = db.execute(
                 "SELECT seq, topic, payload FROM outbox"
-                " WHERE seq BETWEEN ? AND ? AND kind = 'result' ORDER BY seq",
+                " WHERE seq BETWEEN ? AND ? AND kind IN ('result', 'event') ORDER BY seq",
                 (first, last),
             ).fetchall()
         have = {row[0] for row in rows}
@@ -555,7 +556,7 @@ class Outbox:
         acks = self._acks
         wake = self._wake
         for ident, topic, payload, kind in batch:
-            self._inflight[ident] = (len(payload), kind == "result")
+            self._inflight[ident] = (len(payload), kind in _SEQUENCED)
             self._cursor = ident
 
             def on_ack(accepted: bool, reason: str, ident: int = ident) -> None:

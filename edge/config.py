@@ -188,6 +188,31 @@ def _metrics_address(value: Any) -> str:
 
 
 _positive = _number(0, strict=True)
+
+
+def _min_score(value: Any) -> list[str]:
+    """A number (every label) or a table of label = score; as ``--min-score`` values ("0.5", "person=0.7")."""
+    score = _number(0.0, 1.0)
+    if isinstance(value, dict):
+        return [f"{label}={score(v)}" for label, v in value.items()]
+    try:
+        return [str(score(value))]
+    except ValueError:
+        raise ValueError("a score from 0 to 1, or a table of label = score, e.g. { person = 0.7 }") from None
+
+
+def _zone_tables(value: Any) -> list[Any]:
+    """``[[zone]]`` tables, each checked as ``edge.zones`` reads it."""
+    from edge.zones import zone_from_table
+
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ValueError("zone must be [[zone]] tables, each with name and points")
+    for number, table in enumerate(value, 1):
+        try:
+            zone_from_table(table)
+        except ConfigError as exc:
+            raise ValueError(f"zone[{number}]: {exc}") from None
+    return value
 KEYS: tuple[Key, ...] = (
     Key("profile", "profile", _profile, "device profile (devices/*.toml): threads, backend, delegate"),
     Key("state_dir", "state_dir", _string, "state folder: model store, outbox, update downloads", paths=True),
@@ -213,6 +238,15 @@ KEYS: tuple[Key, ...] = (
     Key("task.label_offset", "label_offset", _integer(-1),
         "class id k is label line k + offset (default: from the labels against the class count)"),
     Key("task.track", "track", _boolean, "detection: follow objects across frames (track_id on each)"),
+    Key("events.enabled", "events", _boolean, "detection: track objects and publish events and snapshots"),
+    Key("events.labels", "event_labels", _list(_string, "label names"), "labels of interest (default: all)"),
+    Key("events.min_score", "min_score", _min_score, "score an object needs to start an event (default 0.5)"),
+    Key("events.min_area", "min_area", _number(0.0, 1.0), "box area an object needs, fraction of the frame"),
+    Key("events.min_frames", "min_frames", _integer(1), "frames an object must be seen before its event"),
+    Key("events.update_interval", "event_update_interval", _positive, "seconds between updates of an event"),
+    Key("events.snapshots", "snapshots", _boolean, "a JPEG of each event's best frame (default true)"),
+    Key("events.snapshot_size", "snapshot_size", _integer(32), "snapshot longer side, pixels (640)"),
+    Key("zone", "zones", _zone_tables, "[[zone]] tables: name, points = [[x, y], ...], source, labels"),
     Key("task.top_k", "top_k", _integer(1), "classification: how many classes to report"),
     Key("task.threshold", "threshold", _number(0.0, 1.0), "minimum score of a reported class or object"),
     Key("task.resize", "resize", _choice(*RESIZE_MODES), "how an image is fitted to the model input"),
@@ -276,6 +310,10 @@ SOURCE_KEYS: dict[str, tuple[Check, str]] = {
     "top_k": (_integer(1), "classification: classes to report"),
     "threshold": (_number(0.0, 1.0), "minimum score reported"),
     "resize": (_choice(*RESIZE_MODES), "how a frame is fitted to the model input"),
+    "labels": (_list(_string, "label names"), "events: labels of interest on this source"),
+    "min_score": (_min_score, "events: score to start an event on this source"),
+    "min_area": (_number(0.0, 1.0), "events: minimum box area, fraction of the frame"),
+    "min_frames": (_integer(1), "events: frames before an event starts"),
 }
 SECTIONS = sorted({key.name.split(".")[0] for key in KEYS if "." in key.name})
 
@@ -313,6 +351,12 @@ def check_config(path: str | Path) -> tuple[DeviceConfig | None, list[str]]:
             continue
         if name == "source":
             values[name] = _check_sources(raw, path.parent, errors)
+            continue
+        if name == "zone":  # each table names its own problem
+            try:
+                values[name] = _zone_tables(raw)
+            except ValueError as exc:
+                errors.append(str(exc))
             continue
         try:
             value = key.check(raw)

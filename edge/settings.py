@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from edge.events import EventSettings
     from edge.model import Model
     from edge.sources.feeds import SourcesSettings
 
@@ -123,6 +124,7 @@ class RunSettings(NamedTuple):
     limit: int | None = None
     mask_dir: Path | None = None  # segmentation: each result's mask PNG is written here
     track: bool = False  # detection: track_id on objects, one tracker per source
+    events: EventSettings | None = None  # detection: events, counts and snapshots (edge.events); None: off
     interpreters: str = "shared"  # or "per-source": one model instance per source, inferred in parallel
     metrics: tuple[str, int] | None = None  # (host, port) of Prometheus' /metrics (--metrics); None: off
 

@@ -388,12 +388,20 @@ class TrackAnnotator:
         self._lock = threading.Lock()
 
     def __call__(self, outcome: Any, record: dict[str, Any]) -> None:
+        self.track(outcome, record)
+
+    def track(self, outcome: Any, record: dict[str, Any]) -> list[Track] | None:
+        """Update the source's tracker with this result and mark the record's objects; the live tracks, or
+        None when the result has no objects to track (an error, another task)."""
         objects = getattr(outcome.result, "objects", None)
         if outcome.error is not None or objects is None or "objects" not in record:
-            return
+            return None
         with self._lock:
-            tracker = self._trackers.setdefault(outcome.source or "", Tracker(**self.options))
+            tracker = self._trackers.get(outcome.source or "")
+            if tracker is None:
+                tracker = self._trackers[outcome.source or ""] = Tracker(**self.options)
             tracks = tracker.update(objects, time.monotonic())
         for item, track_id in zip(record["objects"], track_ids(tracks, len(objects)), strict=True):
             if track_id is not None:
                 item["track_id"] = track_id
+        return tracks

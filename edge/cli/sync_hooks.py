@@ -122,9 +122,15 @@ def _reloader(
     return reload
 
 
-def start_sync(settings: RunSettings, pipeline: Any, board: SourceBoard | None = None) -> SyncSession | None:
+def start_sync(
+    settings: RunSettings,
+    pipeline: Any,
+    board: SourceBoard | None = None,
+    events: Any = None,
+    frames: Any = None,
+) -> SyncSession | None:
     """Connect to MQTT when ``settings.mqtt`` is set; None otherwise. ``board``: the sources whose states to
-    publish.
+    publish; ``events``/``frames``: the run's event annotator and frame keeper (events, snapshots, counts).
 
     A broker that refuses the credentials or the certificate raises ``BrokerError`` (one line, exit 2);
     an unreachable broker is only a warning: results wait in the outbox until it is back.
@@ -140,7 +146,7 @@ def start_sync(settings: RunSettings, pipeline: Any, board: SourceBoard | None =
     options = device_options(mqtt, settings.homeassistant, inputs, settings.sources.watch)
     check_update_options(settings.updates)  # a bad --trust or --group fails before anything connects
     reload = _reloader(pipeline, settings.model, settings.updates, mqtt)
-    sync = DeviceSync(options, pipeline, reload=reload, sources=board).start()
+    sync = DeviceSync(options, pipeline, reload=reload, sources=board, events=events, frames=frames).start()
     try:
         sync.updates = start_updates(settings.updates, mqtt, settings.model, pipeline, sync.connection)
     except BaseException:

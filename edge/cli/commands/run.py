@@ -98,6 +98,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--track", action="store_true", default=None,
                         help="detection: follow objects across frames, one tracker per source; each object "
                         "a track holds gets a track_id (see docs/tracking.md)")
+    events = parser.add_argument_group("events: tracked objects, zones and snapshots (see docs/events.md)")
+    events.add_argument("--events", action="store_true", default=None,
+                        help="detection: track objects (as --track) and report events new/update/end, counts "
+                        "per label and zone, and a snapshot of each event's best frame")
+    events.add_argument("--zone", dest="zone_specs", action="append", default=[],
+                        metavar="[SOURCE/]NAME=X,Y,...",
+                        help="a zone: a polygon of at least 3 points, normalized 0..1 (x right, y down), on "
+                        "SOURCE or every source; an object is in it when its box's bottom centre is")
+    events.add_argument("--event-label", dest="event_labels", action="append", default=[], metavar="LABEL",
+                        help="only objects of LABEL make events (repeat; default: every label)")
+    events.add_argument("--min-score", dest="min_score", action="append", default=[], metavar="[LABEL=]SCORE",
+                        help="score an object needs to start an event (default 0.5; repeat for labels)")
+    events.add_argument("--min-area", dest="min_area", type=float, metavar="FRACTION",
+                        help="box area an object needs to start an event, as a fraction of the frame")
+    events.add_argument("--min-frames", dest="min_frames", type=int, metavar="N",
+                        help="frames an object must be matched before its event starts (default 3)")
+    events.add_argument("--event-update-interval", dest="event_update_interval", type=float, metavar="S",
+                        help="seconds between two updates of one event (default 5; entering a zone: at once)")
+    events.add_argument("--snapshots", action=argparse.BooleanOptionalAction, default=None,
+                        help="publish a JPEG of each event's best frame, box drawn (default: on)")
+    events.add_argument("--snapshot-size", dest="snapshot_size", type=int, metavar="PX",
+                        help="longer side of a snapshot in pixels (default 640)")
+    parser.set_defaults(zones=[])  # [[zone]] tables of --config
     parser.add_argument("--mask-dir", dest="mask_dir", type=Path, metavar="DIR",
                         help="segmentation: write each result's colour mask PNG into DIR")
     parser.add_argument(
@@ -289,6 +312,40 @@ def _table_spec(table: dict[str, Any], stream: Any, feed: Any) -> Any:
     )
 
 
+def _kept(mux: Any, frames: Any) -> Iterator[Any]:
+    """The mux's items, remembered by ``frames`` (an ``edge.events.FrameKeeper``) when there is one."""
+    return iter(mux) if frames is None else frames.wrap(mux)
+
+
+class _EventPrinter:
+    """Events on the run's own output as they happen: a line each, or (``--json``) a JSON line with
+    ``"kind": "event"``, through the stdout and ``--output`` sinks."""
+
+    def __init__(self, as_json: bool, sinks: list[Any]) -> None:
+        self.sinks = list(sinks)
+
+    def on_event(self, event: Any) -> None:
+        record = {"kind": "event", **event.to_json()}
+        for sink in self.sinks:
+            sink.emit(record)
+
+    def on_snapshot(self, snapshot: Any) -> None:
+        pass
+
+    def on_counts(self, source: str, counts: dict[str, Any]) -> None:
+        pass
+
+
+def event_line(record: dict[str, Any]) -> str:
+    """One readable line for an event record."""
+    zones = f" in {', '.join(record['zones'])}" if record["zones"] else ""
+    entered = [z for z in record["entered_zones"] if z not in record["zones"]]
+    was = f" (was in {', '.join(entered)})" if entered else ""
+    until = f", {record['end'] - record['start']:.1f} s" if record["end"] is not None else ""
+    return (f"{record['source']}: event {record['type']} {record['label']} #{record['track_id']} "
+            f"score {record['score']:.2f}{zones}{was}{until}")
+
+
 def _limited(items: Iterator[Any], limit: int | None, stop: threading.Event) -> Iterator[Any]:
     items = itertools.takewhile(lambda _: not stop.is_set(), items)  # SIGTERM: take no more inputs
     return itertools.islice(items, limit) if limit else items
@@ -375,6 +432,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         output=args.output,
         mask_dir=Path(args.mask_dir) if args.mask_dir else None,
         track=bool(args.track),
+        events=events_settings(args, sources),
         top_k=args.top_k,
         threshold=args.threshold,
         resize=args.resize,
@@ -382,6 +440,74 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         interpreters=args.interpreters or "shared",
         metrics=_metrics_address(args.metrics),
     )
+
+
+def events_settings(args: argparse.Namespace, sources: Any) -> Any:
+    """The events' settings from ``--events`` and its flags, ``[events]``, ``[[zone]]`` and the sources' own
+    filters; None when events are off (then event flags are an error: they would do nothing)."""
+    flags = (("--zone", args.zone_specs or args.zones), ("--event-label", args.event_labels),
+             ("--min-score", args.min_score), ("--min-area", args.min_area),
+             ("--min-frames", args.min_frames), ("--event-update-interval", args.event_update_interval),
+             ("--snapshot-size", args.snapshot_size))
+    given = [flag for flag, value in flags if value not in (None, [])]
+    if not args.events:
+        if given:
+            raise ConfigError(f"{given[0]} needs --events (events.enabled = true): events are off")
+        return None
+    from edge.events import EventSettings
+    from edge.zones import ObjectFilter, parse_min_scores, parse_zone, zone_from_table
+
+    def object_filter(labels: list[str], scores: list[str], area: float | None, frames: int | None,
+                      base: ObjectFilter) -> ObjectFilter:
+        default, per_label = parse_min_scores(scores)
+        if area is not None and not 0.0 <= area <= 1.0:
+            raise ConfigError(f"--min-area must be a fraction of the frame from 0 to 1, got {area}")
+        if frames is not None and frames < 1:
+            raise ConfigError(f"--min-frames must be at least 1, got {frames}")
+        return ObjectFilter(
+            labels=frozenset(labels) if labels else base.labels,
+            min_score=base.min_score if default is None else default,
+            label_min_score=per_label or base.label_min_score,
+            min_area=base.min_area if area is None else area,
+            min_frames=base.min_frames if frames is None else frames,
+        )
+
+    run_filter = object_filter(args.event_labels, args.min_score, args.min_area, args.min_frames,
+                               ObjectFilter())
+    per_source = tuple(
+        (spec_name, object_filter(t.get("labels", []), t.get("min_score", []), t.get("min_area"),
+                                  t.get("min_frames"), run_filter))
+        for t, spec_name in _source_tables(args, sources)
+        if any(k in t for k in ("labels", "min_score", "min_area", "min_frames"))
+    )
+    zones = tuple(zone_from_table(t) for t in args.zones or ())
+    zones += tuple(parse_zone(z) for z in args.zone_specs)
+    names = {spec.name for spec in sources.sources}
+    for zone in zones:
+        if zone.source is not None and names and zone.source not in names:
+            raise ConfigError(f"zone {zone.name!r} is on source {zone.source!r}, which this run does not "
+                              f"have; its sources: {', '.join(sorted(names))}")
+    interval = args.event_update_interval
+    if interval is not None and not (math.isfinite(interval) and interval > 0):
+        raise ConfigError(f"--event-update-interval must be more than 0 seconds, got {interval}")
+    size = args.snapshot_size
+    if size is not None and size < 32:
+        raise ConfigError(f"--snapshot-size must be at least 32 pixels, got {size}")
+    return EventSettings(
+        filter=run_filter,
+        zones=zones,
+        update_interval=5.0 if interval is None else interval,
+        snapshots=args.snapshots is not False,
+        snapshot_size=640 if size is None else size,
+        source_filters=per_source,
+    )
+
+
+def _source_tables(args: argparse.Namespace, sources: Any) -> list[tuple[dict[str, Any], str]]:
+    """Each ``[[source]]`` table with the name its source got."""
+    tables = list(args.sources or ())
+    named = list(sources.sources)[-len(tables):] if tables else []
+    return [(table, spec.name) for table, spec in zip(tables, named, strict=True)]
 
 
 def _metrics_address(value: str | None) -> tuple[str, int] | None:
@@ -394,6 +520,8 @@ def _metrics_address(value: str | None) -> tuple[str, int] | None:
 
 def human_line(record: dict[str, Any]) -> str:
     """One readable line for a result record."""
+    if record.get("kind") == "event":
+        return event_line(record)
     name = record["input"]
     if record.get("error"):
         return f"{name}: error: {record['error'].removeprefix(name + ': ')}"
@@ -471,7 +599,19 @@ def run(args: argparse.Namespace) -> int:
         from edge.tasks.segmentation import MaskWriter
 
         annotators.append(MaskWriter(settings.mask_dir))
-    if settings.track:
+    events = frames = None
+    live = any(mux.live for mux in muxes)
+    if settings.events is not None or (settings.mqtt is not None and live):
+        from edge.events import FrameKeeper
+
+        frames = FrameKeeper()  # snapshots of events, and cmd/snapshot's latest frame
+    if settings.events is not None:
+        from edge.events import EventAnnotator
+
+        events = EventAnnotator(settings.events, frames)
+        events.add_listener(_EventPrinter(settings.json, sinks))
+        annotators.append(events)
+    elif settings.track:
         from edge.tracking import TrackAnnotator
 
         annotators.append(TrackAnnotator())
@@ -490,7 +630,7 @@ def run(args: argparse.Namespace) -> int:
         if spec.top_k is not None or spec.threshold is not None or spec.resize is not None:
             own = SourceModelOptions(spec.top_k, spec.threshold, spec.resize)
             pipeline.set_source_options(spec.name, own)
-    session = sync_hooks.start_sync(settings, pipeline, board)
+    session = sync_hooks.start_sync(settings, pipeline, board, events, frames)
     if session is not None:
         for sink in session.sinks:
             pipeline.add_sink(sink)
@@ -518,10 +658,10 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         if per_source:
-            results = pipeline.run([_limited(iter(mux), None, stop) for mux in muxes], stop)
+            results = pipeline.run([_limited(_kept(mux, frames), None, stop) for mux in muxes], stop)
             results = itertools.islice(results, settings.limit) if settings.limit else results
         else:
-            results = pipeline.run(_limited(iter(muxes[0]), settings.limit, stop))
+            results = pipeline.run(_limited(_kept(muxes[0], frames), settings.limit, stop))
         for result in results:
             total += 1
             failed += result.error is not None
@@ -534,6 +674,8 @@ def run(args: argparse.Namespace) -> int:
         for mux in muxes:
             mux.close()
         sdnotify.stopping()
+        if events is not None:
+            events.close()  # every open event ends, through the outbox, before the session closes
         if threading.current_thread() is threading.main_thread():
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -1,0 +1,203 @@
+"""Zones, filters and events: hand-built sequences through the real tracker, with known answers."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge.errors import ConfigError
+from edge.events import (
+    END,
+    NEW,
+    UPDATE,
+    EventEngine,
+    EventSettings,
+    FrameKeeper,
+    render_jpeg,
+    tracker_options_for,
+)
+from edge.sources.base import InputItem
+from edge.tasks.detection import DetectedObject
+from edge.tracking import Tracker
+from edge.zones import ObjectFilter, inside, make_zone, parse_min_scores, parse_zone, zone_from_table
+
+W, H = 400, 200
+DT = 0.1
+RIGHT = make_zone("right", [0.5, 0, 1, 0, 1, 1, 0.5, 1])
+
+
+def obj(x: float, y: float = 60, label: str = "person", score: float = 0.9, size: float = 40
+        ) -> DetectedObject:
+    return DetectedObject(label, 0, score, (x, y, x + size, y + size))
+
+
+def run(frames: list[list[DetectedObject]], settings: EventSettings, gap_after: int | None = None) -> list:
+    """Feed frames (0.1 s apart) through a tracker and an engine; every event, in order."""
+    tracker = Tracker(**tracker_options_for(settings, max_age=0.5))
+    engine = EventEngine("cam", settings)
+    events = []
+    for i, objects in enumerate(frames):
+        t = i * DT
+        step = engine.update(tracker.update(objects, t), W, H, 1000.0 + t, frame=i)
+        events.extend(step.events)
+    return events
+
+
+# ------------------------------------------------------------------------------------------------ zones
+
+
+def test_point_in_polygon_on_a_concave_shape():
+    ell = [(0, 0), (1, 0), (1, 0.4), (0.4, 0.4), (0.4, 1), (0, 1)]
+    assert inside(0.2, 0.9, ell) and inside(0.9, 0.2, ell)
+    assert not inside(0.7, 0.7, ell)  # the notch
+    assert not inside(1.5, 0.2, ell)
+
+
+def test_a_zone_holds_an_object_by_the_bottom_centre_of_its_box():
+    # box from x 180..260 (centre 220 > 200 = half of 400), bottom at y 100 (of 200)
+    assert RIGHT.holds("person", (180, 20, 260, 100), W, H)
+    assert not RIGHT.holds("person", (100, 20, 190, 100), W, H)  # centre 145: left half
+    cars_only = make_zone("drive", [0, 0, 1, 0, 1, 1], labels=["car"])
+    assert cars_only.holds("car", (300, 0, 390, 50), W, H)
+    assert not cars_only.holds("person", (300, 0, 390, 50), W, H)
+
+
+def test_zone_parsing_from_the_command_line_and_tables():
+    zone = parse_zone("yard/drive=0,0.5, 1,0.5, 1,1")
+    assert (zone.name, zone.source, zone.points) == ("drive", "yard", ((0, 0.5), (1, 0.5), (1, 1)))
+    assert parse_zone("all=0,0,1,0,1,1").source is None
+    points = [[0.1, 0.1], [0.3, 0.1], [0.3, 0.9]]
+    table = zone_from_table({"name": "door", "points": points, "labels": ["person"]})
+    assert table.labels == frozenset({"person"}) and len(table.points) == 3
+    for bad, words in [("drive=0,0,1,0", "at least 3 points"), ("drive=0,0,2,0,1,1", "0 to 1"),
+                       ("drive", "expected"), ("dr ive=0,0,1,0,1,1", "letters"),
+                       ("d=a,b,c,d,e,f", "numbers")]:
+        with pytest.raises(ConfigError, match=words):
+            parse_zone(bad)
+    with pytest.raises(ConfigError, match="unknown key"):
+        zone_from_table({"name": "a", "points": [[0, 0], [1, 0], [1, 1]], "colour": "red"})
+
+
+def test_min_scores_parse_into_a_default_and_per_label_values():
+    assert parse_min_scores(["0.6", "person=0.8", "car=0.3"]) == (0.6, (("person", 0.8), ("car", 0.3)))
+    assert parse_min_scores([]) == (None, ())
+    with pytest.raises(ConfigError, match="LABEL=SCORE"):
+        parse_min_scores(["person=1.5"])
+    policy = ObjectFilter(min_score=0.6, label_min_score=(("person", 0.8),), min_area=0.01)
+    assert policy.admits("car", 0.7, (0, 0, 40, 40), W, H)
+    assert not policy.admits("person", 0.7, (0, 0, 40, 40), W, H)  # its own bar is 0.8
+    assert not policy.admits("car", 0.7, (0, 0, 5, 5), W, H)  # 25 px^2 < 1 % of 80000
+
+
+# ----------------------------------------------------------------------------------------------- events
+
+
+def passage(start: int = 0, frames: int = 30, step: float = 12.0) -> list[list[DetectedObject]]:
+    """A person walking left to right across the frame, one frame per 0.1 s."""
+    return [[obj(10 + step * i)] for i in range(frames)]
+
+
+def test_one_passage_is_one_event_with_its_zone_entry_and_end():
+    frames = passage() + [[] for _ in range(10)]
+    events = run(frames, EventSettings(filter=ObjectFilter(min_frames=3), zones=(RIGHT,), update_interval=60))
+    assert [e.type for e in events] == [NEW, UPDATE, END]
+    new, entered, end = events
+    assert new.zones == () and new.label == "person" and new.track_id == 1
+    assert new.start == pytest.approx(1000.0)  # the start is the first sighting, not the debounced frame
+    # bottom centre x = 10 + 12 i + 20 > 200 from i = 15 on: the entry update comes at that frame, at once
+    assert entered.zones == ("right",) and entered.entered_zones == ("right",)
+    assert end.end == pytest.approx(1000.0 + 29 * DT) and end.entered_zones == ("right",)
+    assert {e.event_id for e in events} == {new.event_id}
+    assert 0 <= end.box[0] <= end.box[2] <= 1
+
+
+def test_debounce_keeps_a_flicker_from_making_events():
+    flicker = [[obj(100)] if i % 3 == 0 else [] for i in range(30)]  # seen one frame in three
+    assert run(flicker, EventSettings(filter=ObjectFilter(min_frames=3))) == []
+    short = [[obj(100)], [obj(102)], [], [], [], [], [], [], [], []]  # two frames, then gone
+    assert run(short, EventSettings(filter=ObjectFilter(min_frames=3))) == []
+
+
+def test_a_missed_frame_does_not_split_the_event():
+    frames = passage(frames=20)
+    frames[8] = frames[9] = []  # two misses inside the tracker's max_age
+    events = run(frames + [[]] * 10, EventSettings(update_interval=60))
+    assert [e.type for e in events] == [NEW, END]
+
+
+def test_two_passages_are_two_events():
+    frames = passage(frames=15) + [[]] * 10 + passage(frames=15)
+    events = run(frames + [[]] * 10, EventSettings(update_interval=60))
+    assert [e.type for e in events] == [NEW, END, NEW, END]
+    assert events[0].track_id != events[2].track_id and events[0].event_id != events[2].event_id
+
+
+def test_filters_keep_labels_scores_and_areas_out():
+    frames = [[obj(100, label="cat"), obj(250, label="person", score=0.4), obj(10, y=150, size=4)]
+              for _ in range(10)]
+    strict = ObjectFilter(labels=frozenset({"person", "cat"}), min_score=0.5,
+                          label_min_score=(("cat", 0.95),), min_area=0.001)
+    assert run(frames, EventSettings(filter=strict)) == []
+    taken = run(frames + [[]] * 10, EventSettings(filter=ObjectFilter(min_score=0.3, min_area=0.0)))
+    assert sorted({e.label for e in taken}) == ["cat", "person"]
+    assert len([e for e in taken if e.type == NEW]) == 3  # the tiny one too, with no area bar
+
+
+def test_updates_on_a_better_score_come_at_most_every_interval():
+    frames = [[obj(100 + i, score=0.5 + 0.01 * i)] for i in range(40)]  # better every frame, 4 s in all
+    events = run(frames, EventSettings(filter=ObjectFilter(min_score=0.5), update_interval=1.0))
+    updates = [e for e in events if e.type == UPDATE]
+    assert 2 <= len(updates) <= 4  # ~every second of the 3.7 s after the new event, not 37
+    assert updates[-1].score > updates[0].score
+
+
+def test_counts_per_label_and_zone_change_with_events():
+    tracker, engine = Tracker(max_age=0.5), EventEngine("cam", EventSettings(zones=(RIGHT,)))
+    counts = []
+    frames = [[obj(20), obj(300, label="car")]] * 5 + [[obj(20)]] * 10 + [[]] * 10
+    for i, objects in enumerate(frames):
+        step = engine.update(tracker.update(objects, i * DT), W, H, 1000 + i * DT)
+        if step.counts is not None:
+            counts.append(step.counts)
+    assert counts[0] == {"labels": {}, "zones": {"right": {}}}
+    assert {"labels": {"person": 1, "car": 1}, "zones": {"right": {"car": 1}}} in counts
+    assert counts[-1] == {"labels": {"person": 0, "car": 0}, "zones": {"right": {}}}
+
+
+def test_snapshots_are_asked_for_the_best_frame_and_at_most_every_interval():
+    tracker, engine = Tracker(), EventEngine("cam", EventSettings(update_interval=1.0))
+    asked = []
+    scores = [0.6, 0.6, 0.6, 0.7, 0.9, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]
+    for i, score in enumerate(scores):
+        tracks = tracker.update([obj(100, score=score)], i * DT)
+        step = engine.update(tracks, W, H, 1000 + i * DT, frame=f"f{i}")
+        asked.extend(token for _, token, _ in step.snapshots)
+    step = engine.close()
+    asked.extend(token for _, token, _ in step.snapshots)
+    # new at frame 2 (third match), best at frame 4 (0.9) waits for the 1 s interval, taken at frame 12
+    assert asked == ["f2", "f4"]
+    end = step.events[0]
+    assert end.type == END and end.snapshot and end.score == pytest.approx(0.9)
+
+
+def test_a_snapshot_is_a_bounded_jpeg_with_the_box_drawn():
+    pixels = np.zeros((720, 1280, 3), np.uint8)
+    jpeg = render_jpeg(pixels, 320, (640, 360, 800, 600), "person 91%")
+    assert jpeg is not None and jpeg[:2] == b"\xff\xd8"
+    image = Image.open(io.BytesIO(jpeg))
+    assert image.size == (320, 180)
+    r, g, b = image.convert("RGB").getpixel((200, 120))  # on the box's bottom edge (800/4, 600/4 - 30)
+    assert r > 150 and g < 120  # red outline on black
+    assert render_jpeg(pixels, 320, max_bytes=10) is None  # cannot fit: no half picture
+    assert render_jpeg(b"not an image", 320) is None
+
+
+def test_the_frame_keeper_holds_the_last_frames_of_each_source():
+    keeper = FrameKeeper(per_source=2)
+    items = [InputItem(f"a#{i}", payload=b"x%d" % i, source="a", frame=i) for i in range(4)]
+    assert list(keeper.wrap(items)) == items
+    assert keeper.get("a", 3) == b"x3" and keeper.get("a", 1) is None and keeper.latest("a") == b"x3"
+    assert keeper.sources() == ["a"] and keeper.get("b", 0) is None
