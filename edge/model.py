@@ -164,6 +164,13 @@ def quantize(real: np.ndarray, quant: TensorQuant, dtype: np.dtype[Any] | type) 
     return np.clip(np.rint(real / scale) + zero, info.min, info.max).astype(dtype)
 
 
+def _dequant_params(quant: TensorQuant | None, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``dequantize``'s scale and zero point broadcast for an ``ndim`` tensor (ones and zeros when float)."""
+    if quant is None:
+        return np.ones(()), np.zeros(())
+    return _broadcast(quant.scale, quant.axis, ndim), _broadcast(quant.zero_point, quant.axis, ndim)
+
+
 def dequantize(values: np.ndarray, quant: TensorQuant | None) -> np.ndarray:
     """Integers back to float32 reals: ``scale * (q - zero_point)``; float tensors come back as float32."""
     if quant is None:
@@ -308,6 +315,10 @@ class Model:
         self._lock = threading.Lock()
         inputs = [_spec(d) for d in interpreter.get_input_details()]
         self.outputs = tuple(_spec(d) for d in interpreter.get_output_details())
+        # (index, quant, scale, zero point) per output, built once: dequantizing is per frame
+        self._readout = tuple(
+            (o.index, o.quant, *_dequant_params(o.quant, len(o.shape))) for o in self.outputs
+        )
         self.output_names = tuple(o.name for o in self.outputs)
         roles = ssd_output_roles(source.info, [o.index for o in self.outputs])
         self._decode_names = roles if roles and task == "detection" else self.output_names
@@ -378,11 +389,18 @@ class Model:
                 raise InputError(f"the model refused the input ({_first_line(exc)})") from exc
             except RuntimeError as exc:
                 raise ModelError(f"{self.path}: the interpreter failed ({_first_line(exc)})") from exc
-            return [self._interpreter.get_tensor(spec.index) for spec in self.outputs]
+            get = self._interpreter.get_tensor
+            return [get(readout[0]) for readout in self._readout]
 
     def dequantized(self, raw: list[np.ndarray]) -> list[np.ndarray]:
-        """Raw outputs as float32 reals, each with its own scale/zero point."""
-        return [dequantize(value, spec.quant) for value, spec in zip(raw, self.outputs, strict=True)]
+        """Raw outputs as float32 reals, each with its own scale/zero point (as ``dequantize``)."""
+        out = []
+        for value, (_, quant, scale, zero) in zip(raw, self._readout, strict=True):
+            if quant is None or value.ndim != scale.ndim and scale.ndim:
+                out.append(dequantize(value, quant))
+            else:
+                out.append(((value.astype(np.float64) - zero) * scale).astype(np.float32))
+        return out
 
     def decode(
         self,

@@ -1,21 +1,24 @@
 """The inference pipeline: decode -> preprocess -> invoke -> postprocess, with one interpreter reused.
 
-``Pipeline.run`` decodes the next input on a worker thread while the current one is invoked (Pillow
-and the interpreter both release the GIL). A bad input gives a result with ``error`` set and the run goes
-on. ``swap_model`` replaces the model between two inferences; every result names the model version that
-produced it. Results go to every sink as ``result.to_json()`` (schema: ``docs/results-schema.md``).
+``Pipeline.run`` decodes the next inputs on ``decode_workers`` threads while the current one is invoked
+(Pillow and the interpreter both release the GIL; threads beat worker processes here, see
+``docs/performance.md``), results in input order, at most ``decode_workers + 1`` inputs in flight. Inputs
+that cost less than handing them between threads (tiny models) run serially on a lean loop. A bad input
+gives a result with ``error`` set and the run goes on. ``swap_model`` replaces the model between two
+inferences; every result names the model version that produced it. Results go to every sink as
+``result.to_json()`` (schema: ``docs/results-schema.md``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -160,8 +163,31 @@ def input_name(item: Any) -> str:
     return f"<{type(item).__name__}>"
 
 
+_clock: tuple[int, str] = (-1, "")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC now as ``2026-01-31T12:00:00.123Z``; the date part is formatted once a second (per-frame cost)."""
+    global _clock
+    now = time.time()
+    second = int(now)
+    if _clock[0] != second:
+        _clock = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_clock[1]}.{int((now - second) * 1000):03d}Z"
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. under taskset or a cgroup), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_decode_workers(cores: int | None = None) -> int:
+    """One decoder per usable core: the interpreter thread and the decoders share the cores, and the
+    interpreter waits in native code most of the time (a Coral waits on USB: decode is the bottleneck)."""
+    return max(1, usable_cores() if cores is None else cores)
 
 
 class Pipeline:
@@ -187,10 +213,12 @@ class Pipeline:
         # called with each result and its record before the sinks see it (e.g. the mask writer adds "mask")
         self.annotators: list[Annotator] = list(annotators)
         self.max_pixels = max_pixels
-        # decoders running ahead of the interpreter; 0 keeps run() serial
-        cores = os.cpu_count() or 1
-        self.decode_workers = max(1, min(2, cores - 1)) if decode_workers is None else decode_workers
+        # decoders running ahead of the interpreter (None: one per usable core); 0 keeps run() serial
+        if decode_workers is not None and (not isinstance(decode_workers, int) or decode_workers < 0):
+            raise ConfigError(f"decode_workers must be a whole number >= 0, got {decode_workers!r}")
+        self.decode_workers = default_decode_workers() if decode_workers is None else decode_workers
         self.overlap = overlap  # None: decide from the first frames; True/False: always/never
+        self.workers_used = 0
         self._stats = RollingStats(stats_window)
         self.top_k, self.threshold = 5, 0.0
         self._per_source: dict[str, SourceModelOptions] = {}
@@ -263,14 +291,17 @@ class Pipeline:
 
         The first ``PROBE_FRAMES`` inputs run serially; when decoding or invoking takes under
         ``OVERLAP_MIN_MS`` (a tiny model on tiny images) handing frames between threads costs more than it
-        saves, so the run stays serial.
+        saves, so the run stays serial. Otherwise it takes as many decoders as keep the interpreter busy,
+        ``ceil(prepare / invoke)``, at most ``decode_workers``: a decoder more than that only takes CPU
+        from the interpreter. ``workers_used`` says what the last run chose (0: serial).
         """
         iterator = iter(items)
         if self.overlap is not None:
-            if self.overlap and self.decode_workers > 0:
-                yield from self._overlapped(iterator)
+            self.workers_used = self.decode_workers if self.overlap else 0
+            if self.workers_used > 0:
+                yield from self._overlapped(iterator, self.workers_used)
             else:
-                yield from (self.infer(item) for item in iterator)
+                yield from self._serial(iterator)
             return
         prepare_ms: list[float] = []
         invoke_ms: list[float] = []
@@ -284,22 +315,28 @@ class Pipeline:
                 prepare_ms.append(result.timing.decode + result.timing.preprocess)
                 invoke_ms.append(result.timing.invoke)
             yield result
-        worth = (
-            bool(prepare_ms)
-            and min(float(np.median(prepare_ms)), float(np.median(invoke_ms))) >= OVERLAP_MIN_MS
-        )
-        if not worth or self.decode_workers < 1:
-            for item in iterator:
-                yield self.infer(item)
-            return
-        yield from self._overlapped(iterator)
+        prepare, invoke = (_median(prepare_ms), _median(invoke_ms)) if prepare_ms else (0.0, 0.0)
+        self.workers_used = workers_for(prepare, invoke, self.decode_workers)
+        if self.workers_used == 0:
+            yield from self._serial(iterator)
+        else:
+            yield from self._overlapped(iterator, self.workers_used)
 
-    def _overlapped(self, iterator: Iterator[Any]) -> Iterator[InferenceResult]:
+    def _serial(self, iterator: Iterator[Any]) -> Iterator[InferenceResult]:
+        """The fast path: one thread, no hand-off; the model is read once per input (swaps still apply)."""
+        prepare, finish, lock = self._prepare, self._finish, self._lock
+        for item in iterator:
+            with lock:
+                model = self._model
+            yield finish(prepare(item, model))
+
+    def _overlapped(self, iterator: Iterator[Any], workers: int) -> Iterator[InferenceResult]:
         from concurrent.futures import ThreadPoolExecutor  # here: serial runs never need it
 
-        pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="edge-decode")
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="edge-decode")
         ready: queue.Queue[Any] = queue.Queue()  # futures, in input order
-        slots = threading.Semaphore(self.decode_workers + 1)
+        # inputs in flight (decoding, decoded, being invoked): bounds memory whatever the source's pace
+        slots = threading.Semaphore(workers + 1)
         stop = threading.Event()
 
         def feed() -> None:
@@ -409,9 +446,10 @@ class Pipeline:
             threshold = own.threshold if own.threshold is not None else threshold
         if model is not prepared.model and prepared.error is None and model.input != prepared.model.input:
             prepared = self._prepare(prepared.item, model)
-        timing = Timing(prepared.decode_ms, prepared.preprocess_ms)
         result = None
         error = prepared.error
+        decode_ms, preprocess_ms = prepared.decode_ms, prepared.preprocess_ms
+        invoke_ms = post_ms = total_ms = 0.0
         if error is None and prepared.tensor is not None:
             try:
                 start = time.perf_counter()
@@ -420,13 +458,7 @@ class Pipeline:
                 result = model.decode(model.dequantized(raw), top_k, threshold, prepared.geometry)
                 finished = time.perf_counter()
                 invoke_ms, post_ms = (invoked - start) * 1000, (finished - invoked) * 1000
-                timing = Timing(
-                    prepared.decode_ms,
-                    prepared.preprocess_ms,
-                    invoke_ms,
-                    post_ms,
-                    prepared.decode_ms + prepared.preprocess_ms + invoke_ms + post_ms,
-                )
+                total_ms = decode_ms + preprocess_ms + invoke_ms + post_ms
             except EdgeError as exc:
                 error = str(exc)
             except Exception as exc:
@@ -434,8 +466,10 @@ class Pipeline:
                 error = f"{prepared.name}: inference failed ({type(exc).__name__}: {exc})"
         if error is not None and not error.startswith(prepared.name):
             error = f"{prepared.name}: {error}" if prepared.name not in error else error
+        capture_ms = None
         if prepared.captured_mono is not None:
-            timing = replace(timing, capture_to_result=(time.perf_counter() - prepared.captured_mono) * 1000)
+            capture_ms = (time.perf_counter() - prepared.captured_mono) * 1000
+        timing = Timing(decode_ms, preprocess_ms, invoke_ms, post_ms, total_ms, capture_ms)
         outcome = InferenceResult(
             input=prepared.name,
             model_name=model.name,
@@ -450,10 +484,7 @@ class Pipeline:
             frame=prepared.frame,
             captured_at=prepared.captured_at,
         )
-        self._stats.record(
-            (timing.decode, timing.preprocess, timing.invoke, timing.postprocess, timing.total),
-            failed=error is not None,
-        )
+        self._stats.record((decode_ms, preprocess_ms, invoke_ms, post_ms, total_ms), error is not None)
         self._emit(outcome)
         return outcome
 
@@ -471,6 +502,20 @@ class Pipeline:
                 sink.emit(record)
             except Exception as exc:  # one broken sink must not lose results for the others
                 log.warning("sink %r failed: %s", sink, exc)
+
+
+def workers_for(prepare_ms: float, invoke_ms: float, most: int) -> int:
+    """Decode threads for inputs that take ``prepare_ms`` to decode and ``invoke_ms`` to invoke: 0 (serial)
+    when either is under ``OVERLAP_MIN_MS``, else enough to keep the interpreter busy, at most ``most``."""
+    if most < 1 or min(prepare_ms, invoke_ms) < OVERLAP_MIN_MS:
+        return 0
+    return max(1, min(most, math.ceil(prepare_ms / invoke_ms)))
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _is_tensor_shaped(array: np.ndarray, shape: tuple[int, ...]) -> bool:

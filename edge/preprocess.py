@@ -92,14 +92,7 @@ def open_image(item: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             raise InputError("input is empty (0 bytes); expected an image")
         stream: Any = io.BytesIO(bytes(item))
     elif isinstance(item, str | Path):
-        path = Path(item)
-        if not path.exists():
-            raise InputError(f"{path} does not exist; check the path")
-        if path.is_dir():
-            raise InputError(f"{path} is a folder; pass image files (or the folder to 'edge run')")
-        if path.stat().st_size == 0:
-            raise InputError(f"{path} is empty (0 bytes); expected an image")
-        stream = path
+        stream = item  # opened as it is: what is wrong with a path is worked out only when it fails
     else:
         raise InputError(
             f"cannot use an input of type {type(item).__name__}; pass a path, bytes, image or array"
@@ -110,7 +103,13 @@ def open_image(item: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             image = Image.open(stream)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{name} is too large to decode safely ({exc}); resize it first") from exc
+    except FileNotFoundError as exc:
+        raise InputError(f"{name} does not exist; check the path") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{name} is a folder; pass image files (or the folder to 'edge run')") from exc
     except UnidentifiedImageError as exc:
+        if isinstance(stream, str | Path) and _is_empty(stream):
+            raise InputError(f"{name} is empty (0 bytes); expected an image") from exc
         raise InputError(
             f"{name} is not an image Pillow can read (JPEG, PNG, BMP, WebP, GIF); skip it"
         ) from exc
@@ -118,6 +117,13 @@ def open_image(item: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         raise InputError(f"{name} is corrupt or truncated ({exc}); skip it or fetch it again") from exc
     _check_size(image.size, max_pixels, name)
     return image
+
+
+def _is_empty(path: str | Path) -> bool:
+    try:
+        return Path(path).stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
@@ -223,6 +229,8 @@ def resize(
     geometry = geometry_for(original[0], original[1], width, height, mode)
     ratio_x, ratio_y = image.size[0] / original[0], image.size[1] / original[1]
     if mode == "stretch":
+        if image.size == (width, height):  # already the model's size: Pillow would copy it for nothing
+            return image, geometry
         return image.resize((width, height), Image.Resampling.BILINEAR), geometry
     if mode == "letterbox":
         new_w = round(original[0] * geometry.scale_x)

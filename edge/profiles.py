@@ -33,7 +33,7 @@ INTERPRETERS = ("shared", "per-source")  # edge run: one interpreter for all sou
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """One device's recommended settings. ``threads == 0`` means one thread per CPU core."""
+    """One device's recommended settings. ``threads`` or ``decode_workers`` 0: one per CPU core."""
 
     name: str
     description: str
@@ -49,10 +49,18 @@ class Profile:
     resize_mode: str = ""
     require_accelerator: bool = False
     interpreters: str = "shared"  # or "per-source": one interpreter per source (edge run)
+    # the most threads decoding images ahead of the interpreter (edge.pipeline.Pipeline(decode_workers=))
+    decode_workers: int = 0
 
     def resolved_threads(self) -> int:
         """``threads``, with 0 replaced by the number of CPU cores."""
         return self.threads or os.cpu_count() or 1
+
+    def resolved_decode_workers(self) -> int:
+        """``decode_workers``, with 0 replaced by the number of CPU cores this process may use."""
+        from edge.pipeline import usable_cores  # here: profiles are read without loading the pipeline
+
+        return self.decode_workers or usable_cores()
 
 
 def profiles_dir() -> Path:
@@ -91,7 +99,7 @@ def _profile_from(name: str, data: dict[str, Any], path: Path) -> Profile:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"profile {path}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
-    required = known - {"require_accelerator", "interpreters", "resize_mode"}
+    required = known - {"require_accelerator", "interpreters", "resize_mode", "decode_workers"}
     missing = sorted(required - set(data))
     if missing:
         raise ConfigError(f"profile {path}: key {missing[0]!r} is missing")
@@ -108,7 +116,9 @@ def _profile_from(name: str, data: dict[str, Any], path: Path) -> Profile:
     ):
         if data.get(key, "") not in allowed:
             raise bad(key, ", ".join(allowed))
-    for key, low in (("threads", 0), ("memory_budget_mb", 1)):
+    for key, low in (("threads", 0), ("memory_budget_mb", 1), ("decode_workers", 0)):
+        if key not in data:
+            continue
         value = data[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise bad(key, f"an integer >= {low}")

@@ -11,6 +11,7 @@ from edge.errors import ModelError
 from edge.tasks import TaskContext
 
 NAME = "classification"
+SMALL = 64  # classes up to which the top-k is taken in plain Python
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,7 @@ class ClassificationResult:
 def scores_of(output: np.ndarray) -> np.ndarray:
     """One score per class. Outputs outside 0..1 (logits) get a softmax; probabilities stay as they are."""
     scores = np.asarray(output, dtype=np.float64).reshape(-1)
-    if scores.size and (scores.min() < -1e-6 or scores.max() > 1.0 + 1e-6):
+    if scores.size and (scores.min() < -1e-6 or scores.max() > 1.0 + 1e-6):  # noqa: PLR2004
         shifted = np.exp(scores - scores.max())
         scores = shifted / shifted.sum()
     return scores
@@ -50,10 +51,14 @@ def decode(outputs: list[np.ndarray], context: TaskContext) -> ClassificationRes
         )
     scores = scores_of(output)
     k = min(max(context.top_k, 1), scores.size)
-    top = np.argsort(-scores, kind="stable")[:k]
-    classes = tuple(
-        Classification(context.label(int(i)), int(i), float(scores[i]))
-        for i in top
-        if scores[i] >= context.threshold
-    )
-    return ClassificationResult(classes)
+    threshold, label = context.threshold, context.label
+    if scores.size <= SMALL:  # a few classes (digits): Python's sort beats numpy's per-call overhead
+        values = scores.tolist()
+        # sorted() is stable with reverse=True: ties keep the lower index first, as argsort(-scores) does
+        top = sorted(range(len(values)), key=values.__getitem__, reverse=True)[:k]
+        return ClassificationResult(
+            tuple(Classification(label(i), i, values[i]) for i in top if values[i] >= threshold)
+        )
+    order = np.argsort(-scores, kind="stable")[:k]
+    chosen = (int(i) for i in order if scores[i] >= threshold)
+    return ClassificationResult(tuple(Classification(label(i), i, float(scores[i])) for i in chosen))

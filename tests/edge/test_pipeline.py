@@ -248,17 +248,10 @@ def test_stats_window_percentiles(digits):
 
 def test_overlap_is_chosen_from_the_first_frames(assets, digits):
     files = sorted(assets.digit_images.iterdir())[:8]
-    pipeline = Pipeline(digits, top_k=1)
-    decided = []
-    original = pipeline._overlapped
-
-    def spy(iterator):
-        decided.append(True)
-        return original(iterator)
-
-    pipeline._overlapped = spy  # type: ignore[method-assign]
+    pipeline = Pipeline(digits, top_k=1, decode_workers=2)
     assert len(list(pipeline.run(files))) == 8
-    assert decided == []  # 8x8 PNGs on a tiny CNN: sub-millisecond stages stay serial
+    assert pipeline.workers_used == 0  # 8x8 PNGs on a tiny CNN: sub-millisecond stages stay serial
     serial = [r.result.classes[0].index for r in Pipeline(digits, top_k=1, overlap=False).run(files)]
-    overlapped = [r.result.classes[0].index for r in Pipeline(digits, top_k=1, overlap=True).run(files)]
-    assert serial == overlapped
+    overlapped = Pipeline(digits, top_k=1, overlap=True, decode_workers=2)
+    indices = [r.result.classes[0].index for r in overlapped.run(files)]
+    assert serial == indices and overlapped.workers_used == 2
