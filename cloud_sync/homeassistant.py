@@ -20,6 +20,20 @@ The state topic carries what the latest *successful* results said: a failed inpu
 neither the label, the score nor the latency (Home Assistant sees the same values again and records no new
 state), and values not known yet (nothing inferred since the device started) are ``null``, shown as
 unknown, never as the text ``None`` or a latency of 0.
+
+More entities (docs/homeassistant.md lists each with its topic and what Home Assistant shows):
+
+- two buttons, ``reload`` and ``snapshot``, publishing ``{}`` on ``<prefix>/<id>/cmd/reload`` and
+  ``cmd/snapshot`` (``cloud_sync.commands``);
+- with ``updates``: an ``update`` entity reading ``<prefix>/<id>/model/status`` (``update_protocol.Status``):
+  installed version = the active model's, latest = the offered one, in progress with a percentage while
+  downloading, verifying or validating. No Install: the device activates an offer by itself (there is no
+  hold to release yet), so the entity only shows;
+- with ``events`` (the event engine), per source: an ``image`` of the latest frame (``<source>/snapshot``) and
+  of each watched label's latest event (``<source>/<label>/snapshot``), an ``event`` entity firing ``new``,
+  ``update`` and ``end`` for that source's messages on ``<prefix>/<id>/events`` (one topic for every source:
+  the template drops other sources' events), and per watched label (and per zone of the source) a count
+  sensor and an occupancy binary_sensor from the retained ``<source>/counts``.
 """
 
 from __future__ import annotations
@@ -30,13 +44,14 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from cloud_sync.messages import dumps
+from cloud_sync.messages import EVENT_TYPES, dumps
 from cloud_sync.topics import DeviceTopics, is_topic_part
+from cloud_sync.update_protocol import status_topic
 from edge import __version__
 
 log = logging.getLogger(__name__)
@@ -63,6 +78,63 @@ SENSORS = (
 )
 # A source's binary_sensor: ON while it streams; connecting, stalled, down and finished are OFF.
 SOURCE_TEMPLATE = "{{ 'ON' if value_json.state == 'streaming' else 'OFF' }}"
+BUTTONS = (
+    # command, name, icon
+    ("reload", "Reload model", "mdi:reload"),
+    ("snapshot", "Snapshot", "mdi:camera"),
+)
+# The update entity's JSON state from a model/status message (update_protocol.Status). While a transfer
+# runs, latest is the offered version; once it is active, both are the active one; a rejected or rolled
+# back offer is not offered any more (latest = installed) and its reason is the release summary.
+UPDATE_TEMPLATE = (
+    "{% set s = value_json %}{% set a = s.get('active') or {} %}"
+    "{% set busy = s.get('state') in ['downloading', 'verifying', 'validating'] %}"
+    "{% set failed = s.get('state') in ['rejected', 'rolled_back'] %}"
+    "{% set installed = (a.get('version') | string) if a.get('version') else none %}"
+    # Home Assistant 2025's MQTT update schema refuses null strings: keys without a value are left out
+    "{{ dict([('installed_version', installed),"
+    " ('latest_version', (s.get('version') | string) if s.get('version') and not failed else installed),"
+    " ('title', (s.get('name') if s.get('name') and not failed else a.get('name')) or none),"
+    " ('release_summary', ((s.get('state') | replace('_', ' ')) ~ ': ' ~ s.get('reason'))[:255]"
+    " if s.get('reason') else none)] | rejectattr('1', 'none') | list,"
+    " in_progress=busy,"
+    " update_percentage=((s.get('progress', 0) * 100) | round(1)) if busy else none) | to_json }}"
+)
+# The attributes an event entity keeps of an edge.event/1 message (the envelope's seq, stream... not).
+EVENT_FIELDS = ("event_id", "label", "track_id", "zones", "entered_zones", "start", "end", "score", "box",
+                "snapshot")
+
+
+def jinja_string(text: str) -> str:
+    """``text`` as a Jinja string literal (single quotes, backslash escapes)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def event_template(source: str) -> str:
+    """An event entity's value template: ``{"event_type": type, ...}`` for ``source``'s events, empty (Home
+    Assistant ignores the message) for other sources' and for anything not an event."""
+    fields = ", ".join(f"'{key}': value_json.get('{key}')" for key in EVENT_FIELDS)
+    return (
+        f"{{% if value_json is defined and value_json.get('source') == {jinja_string(source)}"
+        " and value_json.get('type') in"
+        f" {list(EVENT_TYPES)} %}}{{{{ {{'event_type': value_json.type, {fields}}} | to_json }}}}"
+        "{% endif %}"
+    )
+
+
+def count_template(label: str, zone: str | None = None) -> str:
+    """A count sensor's template: ``labels[label]`` (or ``zones[zone][label]``) of a counts message, 0 when
+    the label is absent (nobody there)."""
+    if zone is None:
+        where = "(value_json.get('labels') or {})"
+    else:
+        where = f"((value_json.get('zones') or {{}}).get({jinja_string(zone)}) or {{}})"
+    return f"{{{{ {where}.get({jinja_string(label)}, 0) | int }}}}"
+
+
+def occupancy_template(label: str, zone: str | None = None) -> str:
+    """ON when the count of ``label`` (in ``zone``) is above 0."""
+    return "{{ 'ON' if (" + count_template(label, zone)[3:-3] + ") > 0 else 'OFF' }}"
 
 
 def _fps(fps: Callable[[], Any]) -> float | None:
@@ -123,11 +195,27 @@ def source_object_id(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Discovery:
+    """What the device announces. ``labels``: the watched labels (a ``seen`` binary_sensor each and, with
+    ``events``, per source a count, an occupancy and a snapshot image each); ``sources``: sources known at
+    start (more come through ``HomeAssistant.add_sources``); ``zones``: zone names of every source, or source
+    -> its zone names; ``events``: the event engine runs (per source an image, an event entity, counts);
+    ``updates``: the update agent runs (an update entity); ``buttons``: reload and snapshot buttons."""
+
     topics: DeviceTopics
     labels: tuple[str, ...] = ()
     off_delay_s: float = 10.0
     threshold: float = 0.5
     model_name: str | None = None
+    sources: Sequence[str] = ()
+    zones: Mapping[str, Sequence[str]] | Sequence[str] = ()
+    events: bool = False
+    updates: bool = False
+    buttons: bool = True
+
+    def zones_of(self, source: str) -> tuple[str, ...]:
+        if isinstance(self.zones, Mapping):
+            return tuple(self.zones.get(source, ()))
+        return tuple(self.zones)
 
     @property
     def node_id(self) -> str:
@@ -178,51 +266,95 @@ class Discovery:
         """``device``, ``origin`` and ``availability``: the same in every config."""
         return {"device": self.device(), "origin": origin(), **self.availability()}
 
-    def source_config(self, name: str) -> tuple[str, dict[str, Any]]:
-        """(discovery topic, config) of source ``name``'s connectivity binary_sensor."""
-        object_id = source_object_id(name)
-        state_topic = self.topics.source_state(name)
-        return f"{DISCOVERY_PREFIX}/binary_sensor/{self.node_id}/{object_id}/config", {
-            "name": f"Source {name}",
-            **self.identity("binary_sensor", object_id),
-            "state_topic": state_topic,
-            "value_template": SOURCE_TEMPLATE,
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "device_class": "connectivity",
-            "json_attributes_topic": state_topic,
+    def config(self, component: str, object_id: str, name: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        """(discovery topic, config) of one entity: its name, identity, ``fields``, then the common blocks."""
+        return f"{DISCOVERY_PREFIX}/{component}/{self.node_id}/{object_id}/config", {
+            "name": name,
+            **self.identity(component, object_id),
+            **fields,
             **self.common(),
         }
 
+    def source_config(self, name: str) -> tuple[str, dict[str, Any]]:
+        """(discovery topic, config) of source ``name``'s connectivity binary_sensor."""
+        state_topic = self.topics.source_state(name)
+        return self.config(
+            "binary_sensor", source_object_id(name), f"Source {name}",
+            state_topic=state_topic, value_template=SOURCE_TEMPLATE, payload_on="ON", payload_off="OFF",
+            device_class="connectivity", json_attributes_topic=state_topic,
+        )
+
+    def source_configs(self, name: str) -> dict[str, dict[str, Any]]:
+        """Discovery topic -> config of every entity of source ``name``: its connectivity and, with
+        ``events``, its images, event entity, counts and occupancies."""
+        topic, config = self.source_config(name)
+        out = {topic: config}
+        if not self.events:
+            return out
+        base = source_object_id(name)
+        entries = [
+            self.config("image", f"{base}_snapshot", f"{name} snapshot",
+                        image_topic=self.topics.snapshot(name), content_type="image/jpeg"),
+            self.config("event", f"{base}_event", f"{name} event", state_topic=self.topics.events,
+                        event_types=list(EVENT_TYPES), value_template=event_template(name)),
+        ]
+        counts = self.topics.counts(name)
+        for label in self.labels:
+            label_id = f"{base}_{slug(label)}"
+            if is_topic_part(label):  # a label no topic level can carry has no snapshot topic
+                entries.append(self.config(
+                    "image", f"{label_id}_snapshot", f"{name} {label} snapshot",
+                    image_topic=self.topics.snapshot(name, label), content_type="image/jpeg"))
+            places: list[tuple[str, str, str | None]] = [(label_id, f"{name} {label}", None)]
+            places += [(f"{base}_{slug(zone)}_{slug(label)}", f"{name} {zone} {label}", zone)
+                       for zone in self.zones_of(name)]
+            for object_id, title, zone in places:
+                entries.append(self.config(
+                    "sensor", f"{object_id}_count", f"{title} count", state_topic=counts,
+                    value_template=count_template(label, zone), state_class="measurement",
+                    icon="mdi:counter"))
+                entries.append(self.config(
+                    "binary_sensor", f"{object_id}_occupancy", f"{title} occupancy", state_topic=counts,
+                    value_template=occupancy_template(label, zone), payload_on="ON", payload_off="OFF",
+                    device_class="occupancy"))
+        out.update(entries)
+        return out
+
+    def device_configs(self) -> dict[str, dict[str, Any]]:
+        """Discovery topic -> config of the buttons and the update entity (device-wide, not per source)."""
+        out: dict[str, dict[str, Any]] = {}
+        if self.buttons:
+            for command, name, icon in BUTTONS:
+                topic, config = self.config("button", command, name, command_topic=self.topics.cmd(command),
+                                            payload_press="{}", icon=icon)
+                out[topic] = config
+        if self.updates:
+            topic, config = self.config(
+                "update", "model_update", "Model", state_topic=status_topic(self.topics.prefix,
+                                                                           self.topics.device_id),
+                value_template=UPDATE_TEMPLATE, json_attributes_topic=status_topic(
+                    self.topics.prefix, self.topics.device_id))
+            out[topic] = config
+        return out
+
     def configs(self, sources: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
-        """Discovery topic -> config payload (with one binary_sensor per name in ``sources``)."""
+        """Discovery topic -> config payload (with every entity of each name in ``sources``)."""
         out: dict[str, dict[str, Any]] = {}
         for object_id, name, template, unit, extra in SENSORS:
-            config: dict[str, Any] = {
-                "name": name,
-                **self.identity("sensor", object_id),
-                "state_topic": self.state_topic,
-                "value_template": template,
-                **self.common(),
-                **extra,
-            }
+            fields: dict[str, Any] = {"state_topic": self.state_topic, "value_template": template, **extra}
             if unit:
-                config["unit_of_measurement"] = unit
-            out[f"{DISCOVERY_PREFIX}/sensor/{self.node_id}/{object_id}/config"] = config
-        for label in self.labels:
-            object_id = f"seen_{slug(label)}"
-            out[f"{DISCOVERY_PREFIX}/binary_sensor/{self.node_id}/{object_id}/config"] = {
-                "name": f"{label} seen",
-                **self.identity("binary_sensor", object_id),
-                "state_topic": self.presence_topic(label),
-                "payload_on": "ON",
-                "payload_off": "OFF",
-                "device_class": "occupancy",
-                **self.common(),
-            }
-        for name in sources:
-            topic, config = self.source_config(name)
+                fields["unit_of_measurement"] = unit
+            topic, config = self.config("sensor", object_id, name, **fields)
             out[topic] = config
+        for label in self.labels:
+            topic, config = self.config(
+                "binary_sensor", f"seen_{slug(label)}", f"{label} seen",
+                state_topic=self.presence_topic(label), payload_on="ON", payload_off="OFF",
+                device_class="occupancy")
+            out[topic] = config
+        for name in sources:
+            out.update(self.source_configs(name))
+        out.update(self.device_configs())
         return out
 
 
@@ -303,7 +435,7 @@ class HomeAssistant:
         self._model_version: Any = None
         self._sources: list[str] = []
         self._fps_source: Callable[[], Any] | None = None
-        self._accept_sources(sources)
+        self._accept_sources((*discovery.sources, *sources))
 
     def _accept_sources(self, names: Iterable[str]) -> list[str]:
         """Remember the names not known yet (skipping, with a warning, names no topic can carry)."""
@@ -325,10 +457,10 @@ class HomeAssistant:
             return tuple(self._sources)
 
     def add_sources(self, names: Iterable[str]) -> None:
-        """Announce a binary_sensor for each source not announced yet (sources that appear after start)."""
+        """Announce the entities of each source not announced yet (sources that appear after start)."""
         for name in self._accept_sources(names):
-            topic, config = self.discovery.source_config(name)
-            self._publish(topic, dumps(config), 1, True)
+            for topic, config in self.discovery.source_configs(name).items():
+                self._publish(topic, dumps(config), 1, True)
 
     def announce(self) -> None:
         """(Re-)publish every discovery config (retained) and the current ON/OFF states."""

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from cloud_sync.homeassistant import SENSORS, origin
+from cloud_sync.homeassistant import SENSORS, Discovery, HomeAssistant, origin
+from cloud_sync.topics import DeviceTopics
 from edge import __version__
 from tests.broker import Broker
 from tests.cloud_sync.fakes import record
@@ -209,3 +210,39 @@ def test_last_will_carries_no_time(mosquitto: Broker, tmp_path: Path) -> None:
     assert will == {"state": "offline"}
     sync.close(drain_timeout=0)
     watch.close()
+
+
+def test_event_engine_buttons_and_update_configs() -> None:
+    """Ids, topics and the common blocks of the newer entities; announced per source as sources come."""
+    published: list[tuple[str, bytes]] = []
+    discovery = Discovery(DeviceTopics("edge", "cam-1"), labels=("person", "Bob's car"),
+                          sources=("drive-way",), zones={"drive-way": ("gate",)}, events=True, updates=True)
+    ha = HomeAssistant(discovery, lambda t, p, q, r: published.append((t, p)))
+    assert ha.sources == ("drive-way",)  # the sources given to Discovery are announced too
+    found = discovery.configs(ha.sources)
+    ids = {c["default_entity_id"] for c in found.values()}
+    s = "edge_cam_1_source_drive_way"
+    assert {f"image.{s}_snapshot", f"image.{s}_person_snapshot", f"event.{s}_event",
+            f"sensor.{s}_person_count", f"sensor.{s}_gate_person_count",
+            f"binary_sensor.{s}_person_occupancy", f"binary_sensor.{s}_gate_person_occupancy",
+            f"sensor.{s}_bob_s_car_count", "button.edge_cam_1_reload", "button.edge_cam_1_snapshot",
+            "update.edge_cam_1_model_update"} <= ids
+    assert f"image.{s}_bob_s_car_snapshot" not in ids  # no topic level can carry it: no snapshot topic
+    by_id = {c["default_entity_id"]: c for c in found.values()}
+    assert by_id[f"image.{s}_snapshot"]["image_topic"] == "edge/cam-1/drive-way/snapshot"
+    assert by_id[f"image.{s}_person_snapshot"]["content_type"] == "image/jpeg"
+    assert by_id[f"event.{s}_event"]["state_topic"] == "edge/cam-1/events"
+    assert by_id[f"event.{s}_event"]["event_types"] == ["new", "update", "end"]
+    assert by_id["button.edge_cam_1_reload"]["command_topic"] == "edge/cam-1/cmd/reload"
+    assert by_id["button.edge_cam_1_snapshot"]["payload_press"] == "{}"
+    assert by_id["update.edge_cam_1_model_update"]["state_topic"] == "edge/cam-1/model/status"
+    for config in found.values():
+        assert config["origin"] == origin() and config["object_id"] == config["unique_id"]
+        assert config["availability"][0]["topic"] == "edge/cam-1/status"
+
+    # (what Home Assistant renders of these templates: tests/homeassistant/test_entities.py)
+    ha.add_sources(["porch"])  # a later source gets all its entities at once
+    porch = {t for t, _ in published if "/edge_cam-1/source_porch" in t}
+    assert porch == set(discovery.source_configs("porch"))
+    assert len(porch) == len([t for t in found if "/source_drive-way" in t]) - 4  # no zones: no gate entities
+
