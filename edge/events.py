@@ -29,8 +29,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+import numpy as np
+
 from edge.tracking import CONFIRMED, Track, TrackAnnotator
-from edge.zones import ObjectFilter, Zone, zone_names
+from edge.zones import ObjectFilter, Zone, inside_many, zone_names
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +160,11 @@ class EventEngine:
         object_zones: dict[int, tuple[str, ...]] = {}
         live: set[int] = set()
         interval, policy = self.settings.update_interval, self.filter
-        for track in tracks:
+        in_zones = self._zones_of(tracks, width, height)
+        for index, track in enumerate(tracks):
             live.add(track.track_id)
             matched = track.detection is not None
-            zones = self._zones_of(track, width, height) if matched else ()
+            zones = in_zones[index] if matched else ()
             if matched:
                 object_zones[track.detection] = zones  # type: ignore[index]
             event = self._open.get(track.track_id)
@@ -226,11 +229,20 @@ class EventEngine:
             event.pending = None
         return self._event(END, event, end=event.last_seen), pending
 
-    def _zones_of(self, track: Track, width: int, height: int) -> tuple[str, ...]:
-        if not self.zones:
-            return ()
-        names = [z.name for z in self.zones if z.holds(track.label, track.box, width, height)]
-        return tuple(dict.fromkeys(names))
+    def _zones_of(self, tracks: Sequence[Track], width: int, height: int) -> list[tuple[str, ...]]:
+        """The zones each track stands in (by its box's bottom centre), all tracks at once."""
+        if not self.zones or not tracks:
+            return [()] * len(tracks)
+        boxes = np.array([t.box for t in tracks], dtype=np.float64)
+        x = (boxes[:, 0] + boxes[:, 2]) / (2 * width)
+        y = boxes[:, 3] / height
+        names: list[list[str]] = [[] for _ in tracks]
+        for zone in self.zones:
+            hits = inside_many(x, y, zone.points)
+            for index in np.flatnonzero(hits).tolist():
+                if (not zone.labels or tracks[index].label in zone.labels) and zone.name not in names[index]:
+                    names[index].append(zone.name)
+        return [tuple(n) for n in names]
 
     def _event(self, kind: str, event: _Open, end: float | None = None) -> Event:
         w, h = event.width or 1, event.height or 1

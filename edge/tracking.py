@@ -101,55 +101,20 @@ def track_ids(tracks: Sequence[Track], count: int) -> list[int | None]:
     return ids
 
 
-class _Filter:
-    """Alpha-beta filter on (cx, cy, w, h) with velocities per second."""
-
-    __slots__ = ("x", "v", "t", "updates")
-
-    def __init__(self, box: Box, t: float) -> None:
-        self.x = _to_xywh(box)
-        self.v = np.zeros(4)
-        self.t = t
-        self.updates = 1
-
-    def predict(self, t: float) -> np.ndarray:
-        x = self.x + self.v * max(t - self.t, 0.0)
-        x[2:] = np.maximum(x[2:], 1.0)
-        return x
-
-    def correct(self, box: Box, t: float, alpha: float, beta: float) -> None:
-        z = _to_xywh(box)
-        dt = t - self.t
-        if dt <= 0:
-            self.x = z
-            return
-        if self.updates == 1:  # two points give the velocity exactly
-            self.v = (z - self.x) / dt
-            self.x = z
-        else:
-            predicted = self.x + self.v * dt
-            residual = z - predicted
-            self.x = predicted + alpha * residual
-            self.v = self.v + (beta / dt) * residual
-        self.t = t
-        self.updates += 1
-
-
 class _Live:
-    """Mutable state of one track inside the tracker."""
+    """Mutable state of one track inside the tracker (its filter state is a row of the tracker's arrays)."""
 
-    __slots__ = ("track_id", "label", "box", "score", "first_seen", "last_seen", "hits", "state", "filter")
+    __slots__ = ("track_id", "label", "box", "score", "first_seen", "last_seen", "hits", "state")
 
-    def __init__(self, track_id: int, det: Detection, t: float) -> None:
+    def __init__(self, track_id: int, label: str, box: Box, score: float, t: float) -> None:
         self.track_id = track_id
-        self.label = det.label
-        self.box: Box = _box(det.box)
-        self.score = float(det.score)
+        self.label = label
+        self.box: Box = box
+        self.score = score
         self.first_seen = t
         self.last_seen = t
         self.hits = 1
         self.state: State = TENTATIVE
-        self.filter = _Filter(self.box, t)
 
 
 class Tracker:
@@ -194,12 +159,20 @@ class Tracker:
         self.alpha = alpha
         self.beta = beta
         self._tracks: list[_Live] = []
+        # Each track's alpha-beta filter, one row per track in ``_tracks`` order: state (cx, cy, w, h), its
+        # velocity per second, the time of its last correction, and how many corrections it had.
+        self._x = np.zeros((0, 4))
+        self._v = np.zeros((0, 4))
+        self._t = np.zeros(0)
+        self._n = np.zeros(0, dtype=np.intp)
         self._next_id = 1
         self._time: float | None = None
 
     def reset(self) -> None:
         """Forget every track (ids keep increasing), e.g. after a source restarts its clock."""
         self._tracks = []
+        self._x, self._v = np.zeros((0, 4)), np.zeros((0, 4))
+        self._t, self._n = np.zeros(0), np.zeros(0, dtype=np.intp)
         self._time = None
 
     def update(self, objects: Sequence[Detection], timestamp: float) -> list[Track]:
@@ -213,13 +186,15 @@ class Tracker:
             )
         self._time = t
         tracks = self._tracks
-        predicted = np.array([tr.filter.predict(t) for tr in tracks]).reshape(-1, 4)
+        predicted = self._x + self._v * np.maximum(t - self._t, 0.0)[:, None]
+        predicted[:, 2:] = np.maximum(predicted[:, 2:], 1.0)
         predicted_boxes = _to_corners(predicted)
-        det_boxes = np.array([_box(o.box) for o in objects], dtype=np.float64).reshape(-1, 4)
-        scores = np.array([float(o.score) for o in objects], dtype=np.float64)
-        same_label = np.array([[tr.label == o.label for o in objects] for tr in tracks], dtype=bool).reshape(
-            len(tracks), len(objects)
-        )
+        det_boxes = np.array([o.box for o in objects], dtype=np.float64).reshape(-1, 4)
+        scores = np.array([o.score for o in objects], dtype=np.float64)
+        codes: dict[str, int] = {}
+        track_labels = np.array([codes.setdefault(tr.label, len(codes)) for tr in tracks], dtype=np.intp)
+        det_labels = np.array([codes.setdefault(o.label, len(codes)) for o in objects], dtype=np.intp)
+        same_label = track_labels[:, None] == det_labels[None, :]
         overlap = _iou_matrix(predicted_boxes, det_boxes)
         overlap[~same_label] = 0.0
 
@@ -229,62 +204,108 @@ class Tracker:
         matches = _greedy(overlap, all_tracks, high, self.iou_threshold, descending=True)
         matched_tracks = {ti for ti, _ in matches}
         matched_dets = {di for _, di in matches}
-        established = np.array(
-            [i for i in all_tracks if i not in matched_tracks and tracks[i].state != TENTATIVE], dtype=np.intp
-        )
-        second = _greedy(overlap, established, low, self.iou_threshold, descending=True)
-        matches += second
-        matched_tracks |= {ti for ti, _ in second}
-        if self.max_distance > 0:
+        if low.size:
+            established = np.array(
+                [i for i in all_tracks if i not in matched_tracks and tracks[i].state != TENTATIVE],
+                dtype=np.intp,
+            )
+            second = _greedy(overlap, established, low, self.iou_threshold, descending=True)
+            matches += second
+            matched_tracks |= {ti for ti, _ in second}
+        if self.max_distance > 0 and len(matched_tracks) < len(tracks) and len(matched_dets) < high.size:
             rest_tracks = np.array([i for i in all_tracks if i not in matched_tracks], dtype=np.intp)
             rest_dets = np.array([i for i in high if i not in matched_dets], dtype=np.intp)
-            if rest_tracks.size and rest_dets.size:
-                distance = _centre_distance(predicted, det_boxes)
-                distance[~same_label] = np.inf
-                third = _greedy(distance, rest_tracks, rest_dets, self.max_distance, descending=False)
-                matches += third
-                matched_tracks |= {ti for ti, _ in third}
+            distance = _centre_distance(predicted, det_boxes)
+            distance[~same_label] = np.inf
+            third = _greedy(distance, rest_tracks, rest_dets, self.max_distance, descending=False)
+            matches += third
+            matched_tracks |= {ti for ti, _ in third}
         matched_dets = {di for _, di in matches}
 
         detection_of: dict[int, int] = {}
+        if matches:
+            rows = np.array([ti for ti, _ in matches], dtype=np.intp)
+            self._correct(rows, _xywh(det_boxes[[di for _, di in matches]]), t)
         for ti, di in matches:
-            track, det = tracks[ti], objects[di]
-            track.box = _box(det.box)
-            track.score = float(det.score)
+            track = tracks[ti]
+            x0, y0, x1, y1 = det_boxes[di].tolist()
+            track.box = (x0, y0, x1, y1)
+            track.score = float(scores[di])
             track.last_seen = t
             track.hits += 1
-            track.filter.correct(track.box, t, self.alpha, self.beta)
             if track.state != CONFIRMED and (track.state == LOST or track.hits >= self.min_hits):
                 track.state = CONFIRMED
             detection_of[track.track_id] = di
 
         kept: list[_Live] = []
+        rows_kept: list[int] = []
         for ti, track in enumerate(tracks):
             if ti in matched_tracks:
                 kept.append(track)
+                rows_kept.append(ti)
             elif track.state != TENTATIVE and t - track.last_seen <= self.max_age:
                 track.state = LOST
-                track.box = _corners(predicted[ti])
+                x0, y0, x1, y1 = predicted_boxes[ti].tolist()
+                track.box = (x0, y0, x1, y1)
                 kept.append(track)
-        for fresh in high.tolist():
-            if fresh not in matched_dets:
-                track = _Live(self._next_id, objects[fresh], t)
-                self._next_id += 1
-                if self.min_hits <= 1:
-                    track.state = CONFIRMED
-                kept.append(track)
-                detection_of[track.track_id] = fresh
+                rows_kept.append(ti)
+        fresh = [di for di in high.tolist() if di not in matched_dets]
+        for di in fresh:
+            x0, y0, x1, y1 = det_boxes[di].tolist()
+            track = _Live(self._next_id, objects[di].label, (x0, y0, x1, y1), float(scores[di]), t)
+            self._next_id += 1
+            if self.min_hits <= 1:
+                track.state = CONFIRMED
+            kept.append(track)
+            detection_of[track.track_id] = di
+        keep = np.array(rows_kept, dtype=np.intp)
+        born = _xywh(det_boxes[fresh]) if fresh else np.zeros((0, 4))
+        self._x = np.concatenate([self._x[keep], born])
+        self._v = np.concatenate([self._v[keep], np.zeros((len(fresh), 4))])
+        self._t = np.concatenate([self._t[keep], np.full(len(fresh), t)])
+        self._n = np.concatenate([self._n[keep], np.ones(len(fresh), dtype=np.intp)])
         self._tracks = kept
-        return [_snapshot(track, detection_of.get(track.track_id)) for track in kept]
+        velocity = self._v[:, :2].tolist()
+        found = detection_of.get
+        return [_snapshot(track, found(track.track_id), velocity[i]) for i, track in enumerate(kept)]
+
+    def _correct(self, rows: np.ndarray, z: np.ndarray, t: float) -> None:
+        """The alpha-beta correction of the filters in ``rows`` with measurements ``z`` (cx, cy, w, h) at
+        ``t``: the second measurement gives the velocity exactly from two points; later ones correct position
+        by ``alpha`` and velocity by ``beta`` of the residual. A measurement at the same time only replaces
+        the state."""
+        dt = t - self._t[rows]
+        x, v = self._x[rows], self._v[rows]
+        if dt.min() > 0 and self._n[rows].min() > 1:  # the usual case: every filter has a velocity already
+            residual = z - (x + v * dt[:, None])
+            self._x[rows] = z - (1.0 - self.alpha) * residual
+            self._v[rows] = v + (self.beta / dt)[:, None] * residual
+            self._t[rows] = t
+            self._n[rows] += 1
+            return
+        same = dt <= 0
+        second = (self._n[rows] == 1) & ~same
+        later = ~same & ~second
+        safe = np.where(same, 1.0, dt)[:, None]
+        predicted = x + v * np.where(same, 0.0, dt)[:, None]
+        residual = z - predicted
+        new_x = np.where(later[:, None], predicted + self.alpha * residual, z)
+        corrected_v = np.where(later[:, None], v + (self.beta / safe) * residual, v)
+        new_v = np.where(second[:, None], (z - x) / safe, corrected_v)
+        self._x[rows] = new_x
+        self._v[rows] = new_v
+        moved = rows[~same]
+        self._t[moved] = t
+        self._n[moved] += 1
 
     @property
     def tracks(self) -> list[Track]:
         """The live tracks as of the last update (no detection indices)."""
-        return [_snapshot(track, None) for track in self._tracks]
+        velocity = self._v[:, :2].tolist()
+        return [_snapshot(track, None, velocity[i]) for i, track in enumerate(self._tracks)]
 
 
-def _snapshot(track: _Live, detection: int | None) -> Track:
-    v = track.filter.v
+def _snapshot(track: _Live, detection: int | None, velocity: Sequence[float]) -> Track:
     return Track(
         track.track_id,
         track.label,
@@ -294,7 +315,7 @@ def _snapshot(track: _Live, detection: int | None) -> Track:
         track.last_seen,
         track.hits,
         track.state,
-        (float(v[0]), float(v[1])),
+        (velocity[0], velocity[1]),
         detection,
     )
 
@@ -352,24 +373,14 @@ def _centre_distance(predicted: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.asarray(np.hypot(dx, dy) / diagonal[:, None])
 
 
-def _box(box: Sequence[float]) -> Box:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return x0, y0, x1, y1
-
-
-def _to_xywh(box: Box) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    return np.array([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dtype=np.float64)
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    """Corner boxes (N, 4) as (cx, cy, w, h)."""
+    return np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
 def _to_corners(xywh: np.ndarray) -> np.ndarray:
     half = xywh[:, 2:] / 2
     return np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], axis=1)
-
-
-def _corners(xywh: np.ndarray) -> Box:
-    cx, cy, w, h = (float(v) for v in xywh)
-    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
 
 
 class TrackAnnotator:

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from edge.errors import ConfigError
 
 Point = tuple[float, float]
@@ -74,6 +76,19 @@ def inside(x: float, y: float, polygon: Sequence[Point]) -> bool:
         xj, yj = polygon[j]
         if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
             result = not result
+        j = i
+    return result
+
+
+def inside_many(x: np.ndarray, y: np.ndarray, polygon: Sequence[Point]) -> np.ndarray:
+    """``inside`` for many points at once (arrays of x and y): a boolean array."""
+    result = np.zeros(x.shape, dtype=bool)
+    j = len(polygon) - 1
+    for i, (xi, yi) in enumerate(polygon):
+        xj, yj = polygon[j]
+        if yi != yj:
+            crosses = (yi > y) != (yj > y)
+            result ^= crosses & (x < (xj - xi) * (y - yi) / (yj - yi) + xi)
         j = i
     return result
 

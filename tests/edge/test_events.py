@@ -22,7 +22,15 @@ from edge.events import (
 from edge.sources.base import InputItem
 from edge.tasks.detection import DetectedObject
 from edge.tracking import Tracker
-from edge.zones import ObjectFilter, inside, make_zone, parse_min_scores, parse_zone, zone_from_table
+from edge.zones import (
+    ObjectFilter,
+    inside,
+    inside_many,
+    make_zone,
+    parse_min_scores,
+    parse_zone,
+    zone_from_table,
+)
 
 W, H = 400, 200
 DT = 0.1
@@ -54,6 +62,15 @@ def test_point_in_polygon_on_a_concave_shape():
     assert inside(0.2, 0.9, ell) and inside(0.9, 0.2, ell)
     assert not inside(0.7, 0.7, ell)  # the notch
     assert not inside(1.5, 0.2, ell)
+
+
+def test_many_points_at_once_agree_with_one_at_a_time():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        polygon = [tuple(p) for p in rng.uniform(0, 1, (int(rng.integers(3, 9)), 2)).tolist()]
+        x, y = rng.uniform(-0.1, 1.1, 500), rng.uniform(-0.1, 1.1, 500)
+        one_by_one = [inside(a, b, polygon) for a, b in zip(x, y, strict=True)]
+        assert inside_many(x, y, polygon).tolist() == one_by_one
 
 
 def test_a_zone_holds_an_object_by_the_bottom_centre_of_its_box():
