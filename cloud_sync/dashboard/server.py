@@ -28,6 +28,9 @@ def bind(value: str, flag: str = "--http") -> socket.socket:
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it: uvicorn writes a response's head and body apart, and without it the
+    # body of a small response waits for the client's delayed ACK (40 ms on Linux).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind(address)
         sock.listen(128)
@@ -100,7 +103,11 @@ class Dashboard:
         from cloud_sync.store import open_store
 
         self.store = open_store(db)
-        self.counts = StoreCounts(self.store, refresh_s)
+        try:  # its own connection: a long count must not hold up the pages' reads
+            self.counts = StoreCounts(open_store(db), refresh_s)
+        except BaseException:
+            self.store.close()
+            raise
         self.data = FleetData(live, self.store, self.counts, collector)
         closing = threading.Event()
         self.server = DashboardServer(build_app(self.data, token, closing), sock, closing)
@@ -114,4 +121,5 @@ class Dashboard:
     def close(self) -> None:
         self.server.close()
         self.counts.close()
+        self.counts.store.close()
         self.store.close()

@@ -104,10 +104,10 @@ def dashboard_reads(store: _SqlStore) -> None:
     assert store.seqs_above("d1", "s1", 0) == [1, 2, 3]  # one sequence for both kinds
     assert [r["seq"] for r in store.recent("d1", "result")] == [3, 1]
     assert store.recent("d1", "event") == [{"seq": 2, "label": "person"}]
-    counts = store.device_counts()
+    counts = store.device_counts().devices
     assert counts["d1"]["results"] == 2 and counts["d1"]["events"] == 1 and counts["d1"]["last_ts"] == 3.0
     store.add_lost("d1", "s1", 7, 9)
-    assert store.device_counts()["d1"]["lost"] == 3
+    assert store.device_counts().devices["d1"]["lost"] == 3
     store.add_telemetry([("d1", 10.0, 5.0, 20.0, 30.0, 2, 1.5), ("d1", 11.0, None, None, None, None, None)])
     assert store.telemetry_series("d1", 10.5) == [(11.0, None, None, None, None)]
     store.add_update("d1", 5.0, "active", "ssd", 2, "")
@@ -150,4 +150,20 @@ def test_snapshots_are_bounded_per_device_and_source(tmp_path: Path) -> None:
     assert index[0] == ("front", "label70", 100.0) and ("front", "label0", 0.0) not in index
     assert store.snapshot("d1", "front", "label70") == b"\xff\xd8new"
     assert store.snapshot("d1", "front", "label0") is None
+    store.close()
+
+
+def test_sqlite_counts_only_the_rows_added_since_its_last_answer(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "c.sqlite"))
+    store.insert([(f"r{i}", "d1", "s1", i, float(i), "{}") for i in range(1, 6)])
+    first = store.device_counts()
+    assert first.devices["d1"]["results"] == 5 and first.marker == 5
+    store.insert([("e6", "d1", "s1", 6, 6.0, "{}", "event"), ("x1", "d2", "s1", 1, 9.0, "{}"),
+                  ("r1", "d1", "s1", 1, 1.0, "{}")])  # the last one a duplicate: not a new row
+    store.add_lost("d1", "s1", 7, 8)
+    second = store.device_counts(first)
+    assert second.devices == {"d1": {"results": 5, "events": 1, "last_ts": 6.0, "lost": 2},
+                              "d2": {"results": 1, "events": 0, "last_ts": 9.0, "lost": 0}}
+    assert store.device_counts().devices == second.devices  # the same as counting everything again
+    assert first.devices["d1"]["results"] == 5  # the earlier answer is left as it was
     store.close()
