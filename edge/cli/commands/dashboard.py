@@ -14,7 +14,7 @@ import threading
 
 from edge.cli import EXIT_OK
 from edge.cli.broker_options import add_broker_arguments, broker_settings
-from edge.cli.commands.collect import add_http_arguments, bind_http
+from edge.cli.commands._http import add_http_arguments, bind_http
 
 NAME = "dashboard"
 HELP = "serve the fleet dashboard and /metrics from a collector's store and the live MQTT state (read-only)"
