@@ -29,7 +29,7 @@ SCHEMA = 1
 DEFAULT_CHUNK_SIZE = 64 * 1024
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 1024, 1024 * 1024
 MAX_REQUEST_CHUNKS = 256
-STATES = ("idle", "downloading", "verifying", "validating", "active", "rejected", "rolled_back")
+STATES = ("idle", "downloading", "verifying", "validating", "shadowing", "active", "rejected", "rolled_back")
 FINAL_STATES = ("active", "rejected", "rolled_back")
 
 
@@ -119,6 +119,7 @@ class Offer:
     key_id: str = ""
     published_at: float = 0.0
     schema: int = SCHEMA
+    shadow: dict[str, Any] | None = None  # the shadow stage asked for (``edge.shadow.ShadowPolicy.to_json``)
 
     @property
     def chunks(self) -> int:
@@ -131,6 +132,8 @@ class Offer:
         data = asdict(self)
         data["chunk_sha256"] = list(self.chunk_sha256)
         data["chunks"] = self.chunks
+        if self.shadow is None:
+            del data["shadow"]  # devices from before the shadow stage read the same offers
         return data
 
     def to_bytes(self) -> bytes:
@@ -174,7 +177,16 @@ class Offer:
             signature=str(data.get("signature", "")),
             key_id=str(data.get("key_id", "")),
             published_at=float(data.get("published_at", 0.0)),
+            shadow=_shadow(data.get("shadow"), "offer"),
         )
+
+
+def _shadow(value: Any, what: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise PayloadError(f"{what}.shadow must be an object, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +236,13 @@ class Status:
     groups: tuple[str, ...] = ()
     ts: float = field(default_factory=time.time)
     schema: int = SCHEMA
+    shadow: dict[str, Any] | None = None  # the shadow stage's policy, progress and figures (``edge.shadow``)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["groups"] = list(self.groups)
+        if self.shadow is None:
+            del data["shadow"]
         return data
 
     def to_bytes(self) -> bytes:
@@ -264,4 +279,5 @@ class Status:
             healthy=healthy if isinstance(healthy, bool) else None,
             groups=groups,
             ts=ts,
+            shadow=_shadow(data.get("shadow"), "status"),
         )

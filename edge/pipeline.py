@@ -212,6 +212,8 @@ class Pipeline:
         self.sinks: list[Sink] = list(sinks)
         # called with each result and its record before the sinks see it (e.g. the mask writer adds "mask")
         self.annotators: list[Annotator] = list(annotators)
+        # a candidate model being shadow-tested on live inputs (``edge.shadow.Shadow``): shown each good input
+        self.shadow: Any = None
         self.max_pixels = max_pixels
         # decoders running ahead of the interpreter (None: one per usable core); 0 keeps run() serial
         if decode_workers is not None and (not isinstance(decode_workers, int) or decode_workers < 0):
@@ -485,6 +487,9 @@ class Pipeline:
             captured_at=prepared.captured_at,
         )
         self._stats.record((decode_ms, preprocess_ms, invoke_ms, post_ms, total_ms), error is not None)
+        shadow = self.shadow
+        if shadow is not None and result is not None:
+            shadow.offer(prepared, model, result, invoke_ms, top_k, threshold)
         self._emit(outcome)
         return outcome
 
