@@ -83,6 +83,7 @@ class TelemetryEntry(NamedTuple):
 
 
 Observer = Callable[[str, str, Any], None]
+PRUNE_EVERY_S = 600.0
 MAX_SNAPSHOT = 4 * 1024 * 1024  # bytes; a boxed 1080p JPEG is ~300 KB
 _JPEG_MAGIC = b"\xff\xd8"
 
@@ -117,6 +118,7 @@ class Collector:
         repair: bool = True,
         batch: int = 1000,
         observer: Observer | None = None,
+        telemetry_retention_s: float = 7 * 86400.0,
     ) -> None:
         self.connection = connection
         self.store = store
@@ -128,6 +130,8 @@ class Collector:
         self.repair = repair
         self.batch = batch
         self.observer = observer
+        self.telemetry_retention_s = telemetry_retention_s
+        self._pruned = 0.0
         self.stats = CollectorStats()
         self.streams: dict[tuple[str, str], StreamState] = {}
         self.devices_online: dict[str, str] = {}
@@ -143,6 +147,8 @@ class Collector:
     def start(self) -> Collector:
         for device, stream in self.store.streams():
             self._state(device, stream)
+        for device, state, version, name in self.store.last_updates():
+            self._update_seen[device] = (state, version, name)  # the retained status again is no new row
         self._writer.start()
         fleet = self.fleet
         self.connection.subscribe(shared(fleet.results, self.share), self._on_result)
@@ -265,7 +271,7 @@ class Collector:
         with self._lock:
             changed = self._update_seen.get(device) != key
             self._update_seen[device] = key
-        if changed and status.state != "downloading" or changed and status.progress == 0.0:
+        if changed:  # a state change, not a progress report: one row of the model history
             self._queue.put(UpdateState(device, status.ts or time.time(), status.state, name, version,
                                         status.reason))
 
@@ -364,6 +370,9 @@ class Collector:
             if telemetry:
                 try:
                     self.store.add_telemetry(telemetry)
+                    if time.monotonic() - self._pruned > PRUNE_EVERY_S:  # the charts' rows, kept bounded
+                        self._pruned = time.monotonic()
+                        self.store.prune_telemetry(time.time() - self.telemetry_retention_s)
                 except Exception:
                     log.exception("storing %d telemetry message(s) failed", len(telemetry))
             if not rows:

@@ -5,9 +5,9 @@ holds each distinct result once, and each event (``kind = 'event'``): a device's
 ``seq`` sequence per stream, so one table keeps gap repair one query (``kind`` was added later: an older store
 gains it with the default ``'result'`` when opened). ``lost`` holds ``seq`` ranges a device said it no longer
 has (so they are reported, not requested again). For the dashboard: ``telemetry`` (one row per telemetry
-message: fps, latency, outbox), ``snapshots`` (the latest JPEG per device, source and label: bounded by its
-key) and ``updates`` (each change of a device's update state: the model history). Several collectors may
-share one PostgreSQL store.
+message: fps, latency, outbox; the collector drops rows older than a week), ``snapshots`` (the latest JPEG
+per device, source and label: bounded by its key) and ``updates`` (each change of a device's update state:
+the model history). Several collectors may share one PostgreSQL store.
 """
 
 from __future__ import annotations
@@ -115,6 +115,10 @@ class ResultStore(Protocol):
     def add_update(
         self, device_id: str, ts: float, state: str, name: str, version: int, reason: str
     ) -> None: ...
+
+    def prune_telemetry(self, before: float) -> int: ...
+
+    def last_updates(self) -> list[tuple[str, str, int, str]]: ...
 
     def close(self) -> None: ...
 
@@ -246,6 +250,19 @@ class _SqlStore:
             (device_id, since, limit),
         )
         return [tuple(r) for r in reversed(rows)]
+
+    def prune_telemetry(self, before: float) -> int:
+        """Drop telemetry rows older than ``before`` (Unix time); how many went."""
+        return int(self._exec("prune telemetry", "DELETE FROM telemetry WHERE ts < ?", (before,)))
+
+    def last_updates(self) -> list[tuple[str, str, int, str]]:
+        """``(device, state, version, name)`` of each device's latest update state."""
+        rows = self.query(
+            "read the last update states",
+            "SELECT u.device_id, u.state, u.version, u.name FROM updates u JOIN (SELECT device_id,"
+            " max(ts) AS ts FROM updates GROUP BY device_id) m ON u.device_id = m.device_id AND u.ts = m.ts",
+        )
+        return [(str(d), str(s), int(v), str(n)) for d, s, v, n in rows]
 
     def model_history(self, device_id: str, limit: int = 20) -> list[tuple[Any, ...]]:
         """``(ts, state, name, version, reason)`` of a device's update states, newest first."""

@@ -212,7 +212,8 @@ def test_snapshots_telemetry_and_update_states_are_stored(mosquitto: Broker, tmp
     pub.conn.publish("edge/cam7/front/snapshot", jpeg.getvalue(), retain=True).wait(5)
     pub.conn.publish("edge/cam7/front/car/snapshot", b"not a jpeg", retain=True).wait(5)
     pub.conn.publish("edge/cam7/cmd/snapshot", b"{}").wait(5)  # the request to the device: not a snapshot
-    telemetry = {"schema": "edge.telemetry/1", "device": "cam7", "stream": "s1", "seq": 0, "ts": 1000.0,
+    now = round(time.time(), 3)
+    telemetry = {"schema": "edge.telemetry/1", "device": "cam7", "stream": "s1", "seq": 0, "ts": now,
                  "fps": 7.5, "latency_ms": {"p50": 21.0, "p95": 40.0}, "outbox": {"pending": 3}}
     pub.conn.publish("edge/cam7/telemetry", json.dumps(telemetry).encode()).wait(5)
     for state, version, progress in (("downloading", 2, 0.0), ("downloading", 2, 0.5), ("active", 2, 1.0)):
@@ -224,11 +225,17 @@ def test_snapshots_telemetry_and_update_states_are_stored(mosquitto: Broker, tmp
              what="snapshot, telemetry and update states stored")
     assert {(s, lb) for s, lb, _ in coll.store.snapshot_index("cam7")} == {("front", "person"), ("front", "")}
     assert coll.store.snapshot("cam7", "front", "person") == jpeg.getvalue()
-    assert coll.store.telemetry_series("cam7", 0) == [(1000.0, 7.5, 21.0, 40.0, 3)]
+    assert coll.store.telemetry_series("cam7", 0) == [(now, 7.5, 21.0, 40.0, 3)]
     # the half-way progress report is not history: one row per state change
     history = [row[1:4] for row in coll.store.model_history("cam7")]
     assert history == [("active", "ssd", 2), ("downloading", "ssd", 2)]
     assert coll.stats.invalid == 1 and coll.stats.snapshots == 2
-    pub.close()
     coll.close()
     coll.store.close()
+    again = collector(mosquitto.url, db, "collector-again")  # the retained status arrives again: no new row
+    wait_for(lambda: again.stats.snapshots == 2, what="the retained messages again")
+    time.sleep(0.5)
+    assert [row[1:4] for row in again.store.model_history("cam7")] == history
+    pub.close()
+    again.close()
+    again.store.close()

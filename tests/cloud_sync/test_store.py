@@ -112,6 +112,11 @@ def dashboard_reads(store: _SqlStore) -> None:
     assert store.telemetry_series("d1", 10.5) == [(11.0, None, None, None, None)]
     store.add_update("d1", 5.0, "active", "ssd", 2, "")
     assert store.model_history("d1") == [(5.0, "active", "ssd", 2, "")]
+    store.add_update("d1", 6.0, "downloading", "ssd", 3, "")
+    store.add_update("d2", 1.0, "rejected", "ssd", 9, "bad signature")
+    assert sorted(store.last_updates()) == [("d1", "downloading", 3, "ssd"), ("d2", "rejected", 9, "ssd")]
+    assert store.prune_telemetry(10.5) == 1
+    assert store.telemetry_series("d1", 0) == [(11.0, None, None, None, None)]
 
 
 def test_an_old_sqlite_store_gains_the_kind_column(tmp_path: Path) -> None:
