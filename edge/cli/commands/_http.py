@@ -43,4 +43,11 @@ def bind_http(args: argparse.Namespace) -> Any:
 
     check_installed()
     args.http_token = token
-    return bind(args.http)
+    sock = bind(args.http)
+    host = sock.getsockname()[0]
+    if token is None and not (host.startswith("127.") or host == "::1"):
+        import sys
+
+        print(f"edge: warning: the dashboard on {host} is open to anyone who reaches it; "
+              "give --http-token to protect it", file=sys.stderr)
+    return sock
