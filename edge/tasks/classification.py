@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,16 +50,25 @@ def decode(outputs: list[np.ndarray], context: TaskContext) -> ClassificationRes
         raise ModelError(
             f"classification expects one (1, classes) output, got shape {list(output.shape)}; try --task raw"
         )
-    scores = scores_of(output)
-    k = min(max(context.top_k, 1), scores.size)
     threshold, label = context.threshold, context.label
-    if scores.size <= SMALL:  # a few classes (digits): Python's sort beats numpy's per-call overhead
-        values = scores.tolist()
+    if output.size <= SMALL:  # a few classes (digits): plain Python beats numpy's cost per call
+        values = _small_scores(output.reshape(-1).tolist())
         # sorted() is stable with reverse=True: ties keep the lower index first, as argsort(-scores) does
-        top = sorted(range(len(values)), key=values.__getitem__, reverse=True)[:k]
+        top = sorted(range(len(values)), key=values.__getitem__, reverse=True)[: max(context.top_k, 1)]
         return ClassificationResult(
             tuple(Classification(label(i), i, values[i]) for i in top if values[i] >= threshold)
         )
-    order = np.argsort(-scores, kind="stable")[:k]
+    scores = scores_of(output)
+    order = np.argsort(-scores, kind="stable")[: max(context.top_k, 1)]
     chosen = (int(i) for i in order if scores[i] >= threshold)
     return ClassificationResult(tuple(Classification(label(i), i, float(scores[i])) for i in chosen))
+
+
+def _small_scores(values: list[float]) -> list[float]:
+    """``scores_of`` for a few classes, in plain Python."""
+    if values and (min(values) < -1e-6 or max(values) > 1.0 + 1e-6):  # noqa: PLR2004
+        peak = max(values)
+        exps = [math.exp(v - peak) for v in values]
+        total = math.fsum(exps)
+        return [e / total for e in exps]
+    return values
