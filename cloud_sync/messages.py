@@ -7,6 +7,7 @@ function; failures are ``PayloadError`` naming the topic and what was wrong, to 
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from typing import Any
@@ -18,6 +19,7 @@ TELEMETRY_SCHEMA = "edge.telemetry/1"
 EVENT_SCHEMA = "edge.event/1"
 EVENT_TYPES = ("new", "update", "end")
 MAX_PAYLOAD = 256 * 1024  # bytes accepted on /cmd and at the collector
+MAX_SEQ = 2**63 - 1  # the largest seq SQLite (and PostgreSQL's BIGINT) can store
 _COMPACT = (",", ":")
 
 
@@ -26,12 +28,33 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=_COMPACT, default=str).encode()
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range for a number")
+    return value
+
+
+def loads_strict(payload: bytes) -> Any:
+    """Strict JSON from UTF-8 bytes: no NaN/Infinity, no number that overflows to infinity, no nesting deep
+    enough to exhaust the stack (``ValueError`` for each; ``UnicodeDecodeError`` for bytes that are not UTF-8,
+    UTF-16/32 included: stored payloads are UTF-8 text)."""
+    try:
+        return json.loads(payload.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+
+
 def decode_json(payload: bytes, topic: str, max_bytes: int = MAX_PAYLOAD) -> dict[str, Any]:
     """A JSON object from an MQTT payload, or ``PayloadError`` saying what was wrong."""
     if len(payload) > max_bytes:
         raise PayloadError(f"payload on {topic} is {len(payload)} bytes, over the {max_bytes}-byte limit")
     try:
-        obj = json.loads(payload)
+        obj = loads_strict(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadError(f"payload on {topic} is not JSON ({exc}): {payload[:60]!r}") from exc
     if not isinstance(obj, dict):
@@ -79,8 +102,8 @@ def _validate_envelope(obj: dict[str, Any], topic: str, schema: str, what: str) 
         raise PayloadError(f"{what} on {topic}: id {ident[:80]!r} must be 8 to 64 characters")
     _require(obj, "device", str, topic, what)
     seq = _require(obj, "seq", int, topic, what)
-    if seq < 1:
-        raise PayloadError(f"{what} on {topic}: seq is {seq}, expected a positive integer")
+    if not 1 <= seq <= MAX_SEQ:
+        raise PayloadError(f"{what} on {topic}: seq is {seq}, expected an integer from 1 to {MAX_SEQ}")
     _require(obj, "ts", (int, float), topic, what)
     _require(obj, "stream", str, topic, what)
     if not isinstance(obj.get("model"), dict):
@@ -109,8 +132,8 @@ def validate_telemetry(obj: dict[str, Any], topic: str) -> dict[str, Any]:
         schema = obj.get("schema")
         raise PayloadError(f"telemetry on {topic}: schema is {schema!r}, expected {TELEMETRY_SCHEMA!r}")
     seq = obj.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise PayloadError(f"telemetry on {topic}: seq is {seq!r}, expected an integer >= 0")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+        raise PayloadError(f"telemetry on {topic}: seq is {seq!r}, expected an integer from 0 to {MAX_SEQ}")
     return obj
 
 

@@ -14,14 +14,13 @@ the end. Parsing never trusts a payload: a malformed one raises PayloadError nam
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cloud_sync.errors import PayloadError
-from cloud_sync.messages import dumps
+from cloud_sync.messages import dumps, loads_strict
 from cloud_sync.topics import is_topic_part
 from edge.package import SHA256_HEX
 
@@ -83,7 +82,7 @@ def parse_chunk_topic(topic: str) -> tuple[str, int] | None:
 
 def _load(payload: bytes, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(payload.decode("utf-8"))
+        data = loads_strict(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadError(f"{what} is not JSON ({exc})") from exc
     if not isinstance(data, dict):
@@ -167,6 +166,9 @@ class Offer:
                 f"offer lists {len(hashes)} chunks; {size} bytes in {chunk_size}-byte chunks "
                 f"make {math.ceil(size / chunk_size)}"
             )
+        published_at = data.get("published_at", 0.0)
+        if not isinstance(published_at, int | float) or isinstance(published_at, bool):
+            raise PayloadError(f"offer.published_at must be a number (Unix seconds), got {published_at!r}")
         return cls(
             name=name,
             version=_int(data, "version", "offer", 1),
@@ -176,7 +178,7 @@ class Offer:
             chunk_sha256=tuple(hashes),
             signature=str(data.get("signature", "")),
             key_id=str(data.get("key_id", "")),
-            published_at=float(data.get("published_at", 0.0)),
+            published_at=float(published_at),
             shadow=_shadow(data.get("shadow"), "offer"),
         )
 
@@ -259,6 +261,12 @@ class Status:
         if state not in STATES:
             raise PayloadError(f"status.state is {state!r}; expected one of {', '.join(STATES)}")
         active = data.get("active")
+        if isinstance(active, dict):
+            name, version = active.get("name", ""), active.get("version", 0)
+            if not isinstance(name, str) or not isinstance(version, int) or isinstance(version, bool):
+                raise PayloadError(
+                    f"status.active must hold a string name and an integer version, got {active!r:.120}"
+                )
         healthy = data.get("healthy")
         try:
             version = int(data.get("version") or 0)

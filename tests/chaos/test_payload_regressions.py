@@ -1,0 +1,63 @@
+"""The failures the payload fuzz tests found, each pinned as a plain test (issue 14)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cloud_sync.errors import PayloadError
+from cloud_sync.messages import RESULT_SCHEMA, decode_json, validate_result, validate_telemetry
+from cloud_sync.update_protocol import ChunkRequest, Offer, Status
+
+RESULT = {"schema": RESULT_SCHEMA, "id": "0123456789abcdef", "device": "cam1", "stream": "s1", "seq": 1,
+          "ts": 1.5, "model": {}}
+SHA = "b" * 64
+OFFER = {"schema": 1, "name": "m", "version": 2, "size": 10, "sha256": SHA, "chunk_size": 1024,
+         "chunk_sha256": [SHA], "signature": "x"}
+
+
+@pytest.mark.parametrize("payload", [b"[" * 5000 + b"]" * 5000, b'{"a":' * 5000 + b"1" + b"}" * 5000])
+def test_deep_nesting_is_a_payload_error_not_a_recursion_error(payload: bytes) -> None:
+    with pytest.raises(PayloadError, match="nested too deeply"):
+        decode_json(payload, "edge/cam1/results")
+    with pytest.raises(PayloadError, match="nested too deeply"):
+        ChunkRequest.from_bytes(payload)
+
+
+def test_utf16_json_is_refused_where_the_collector_would_fail_to_store_it_as_text() -> None:
+    with pytest.raises(PayloadError, match="not JSON"):
+        decode_json(json.dumps(RESULT).encode("utf-16"), "edge/cam1/results")
+
+
+@pytest.mark.parametrize("text", [b'{"state": "idle", "version": Infinity}',
+                                  b'{"state": "idle", "ts": 1e999}', b'{"state": "idle", "progress": NaN}'])
+def test_non_finite_numbers_are_refused(text: bytes) -> None:
+    with pytest.raises(PayloadError, match="not JSON"):
+        Status.from_bytes(text)  # was: OverflowError from int(inf)
+    with pytest.raises(PayloadError, match="not JSON"):
+        decode_json(text, "edge/cam1/cmd/replay/reply")  # was: int(inf) in the collector's replay reply
+
+
+def test_seq_past_sqlite_integer_is_refused() -> None:
+    """A seq SQLite cannot store failed the whole batch of good results it was written with."""
+    with pytest.raises(PayloadError, match="seq"):
+        validate_result({**RESULT, "seq": 2**63}, "edge/cam1/results")
+    with pytest.raises(PayloadError, match="seq"):
+        validate_telemetry({"schema": "edge.telemetry/1", "seq": 2**64}, "edge/cam1/telemetry")
+    assert validate_result({**RESULT, "seq": 2**63 - 1}, "t")["seq"] == 2**63 - 1
+
+
+@pytest.mark.parametrize("value", [None, "soon", [1], {"t": 1}, True])
+def test_offer_published_at_must_be_a_number(value: object) -> None:
+    with pytest.raises(PayloadError, match="published_at"):  # was: TypeError/ValueError from float()
+        Offer.from_bytes(json.dumps({**OFFER, "published_at": value}).encode(), 1 << 20)
+    assert Offer.from_bytes(json.dumps({**OFFER, "published_at": 3}).encode(), 1 << 20).published_at == 3.0
+
+
+@pytest.mark.parametrize("active", [{"name": "m", "version": "2"}, {"name": None, "version": 2},
+                                    {"version": 1.5}])
+def test_status_active_needs_a_string_name_and_an_integer_version(active: dict[str, object]) -> None:
+    """The collector reads int(active['version']): a string there raised ValueError in its network thread."""
+    with pytest.raises(PayloadError, match="status.active"):
+        Status.from_bytes(json.dumps({"state": "active", "active": active}).encode())
