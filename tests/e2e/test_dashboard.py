@@ -159,6 +159,10 @@ def test_a_rollouts_progress_moves_through_its_canary(
         progress = {row["pct"] for s in seen for row in s["rows"] if row["state"] == "downloading"}
         assert any(0 < pct < 100 for pct in progress), progress  # it moved through the middle, live
         assert len(progress) >= 2, progress
+        browser.get(f"{collect.url}/#/device/cam2")  # the model history on the device page
+        WebDriverWait(browser, 30).until(lambda d: "digits v2" in d.find_element(By.ID, "models").text)
+        history = browser.find_element(By.ID, "models").text
+        assert "active" in history and "downloading" in history, history
     finally:
         if push is not None and push.poll() is None:
             push.kill()
@@ -185,6 +189,8 @@ def test_a_snapshot_image_loads_on_the_device_page(
         event = envelope("event", 2, "cam5", label="cat")
         cam.conn.publish("edge/cam5/events", json.dumps(event).encode()).wait(5)
         cam.conn.publish("edge/cam5/front/cat/snapshot", jpeg.getvalue(), retain=True).wait(5)
+        reply = {"ok": True, "request_id": "r42", "seq": 2, "ts": time.time()}
+        cam.conn.publish("edge/cam5/cmd/ping/reply", json.dumps(reply).encode()).wait(5)
         wait_for(lambda: collect.get("/api/devices/cam5")["snapshots"], what="the snapshot stored")
         browser.get(f"{collect.url}/#/device/cam5")
         loaded = """const img = document.querySelector('img.snapshot');
@@ -193,6 +199,8 @@ def test_a_snapshot_image_loads_on_the_device_page(
         assert size == [451, 300]
         events = browser.find_element(By.ID, "events").text
         assert "cat" in events and "drive" in events and "new" in events
+        WebDriverWait(browser, 10).until(lambda d: "r42" in d.find_element(By.ID, "replies").text)
+        assert "ping" in browser.find_element(By.ID, "replies").text  # the last command replies
         browser.save_screenshot(str(tmp_path / "snapshot.png"))
     finally:
         cam.close()
