@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -41,6 +42,7 @@ LABELS_NAME = "labels.txt"
 ALLOWED_NAMES = re.compile(r"^(model\.tflite|model_edgetpu\.tflite|labels\.txt|edgetpu_compiler\.log|"
                            r"golden/(input|output)\.npy|report\.json)$")
 MAX_PACKAGE_CONTENT = 1 << 30  # 1 GiB uncompressed: larger is refused as a decompression bomb
+MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is a few KiB; a larger one is refused before it is inflated
 ZIP_MAGIC = b"PK\x03\x04"
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")  # a sha256 as manifests, offers and the store write it
 
@@ -142,7 +144,6 @@ def read_package_bytes(data: bytes, source: str = "package") -> ModelPackage:
     """Parse and verify package bytes: safe names, known files, sizes and sha256 of every file."""
     import zipfile
 
-    from edge.manifest import Manifest
 
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -159,10 +160,19 @@ def read_package_bytes(data: bytes, source: str = "package") -> ModelPackage:
         total = 0
         for info in infos:
             _check_member_name(info.filename, source)
+            if stat.S_ISLNK(info.external_attr >> 16) or info.is_dir():
+                kind = "a symbolic link" if stat.S_ISLNK(info.external_attr >> 16) else "a folder"
+                raise PackageError(f"{source} holds {info.filename!r} as {kind}, not a file; refusing it")
             total += info.file_size
         if total > MAX_PACKAGE_CONTENT:
             raise PackageError(
                 f"{source} would unpack to {total} bytes (limit {MAX_PACKAGE_CONTENT}); refusing it"
+            )
+        manifest_size = next((i.file_size for i in infos if i.filename == MANIFEST_NAME), 0)
+        if manifest_size > MAX_MANIFEST_BYTES:
+            raise PackageError(
+                f"{source}: {MANIFEST_NAME} is {manifest_size} bytes (limit {MAX_MANIFEST_BYTES}); "
+                "refusing it: it was not made by 'edge convert'"
             )
         if MANIFEST_NAME not in names:
             raise PackageError(f"{source} has no {MANIFEST_NAME}; it was not made by 'edge convert'")
@@ -172,7 +182,7 @@ def read_package_bytes(data: bytes, source: str = "package") -> ModelPackage:
             raise PackageError(f"{source} is damaged or truncated ({exc}); download it again") from exc
     manifest_bytes = contents.pop(MANIFEST_NAME)
     signature = contents.pop(SIGNATURE_NAME, None)
-    manifest = Manifest.from_bytes(manifest_bytes, source=f"{source}:{MANIFEST_NAME}")
+    manifest = _parse_manifest(manifest_bytes, f"{source}:{MANIFEST_NAME}")
     _verify_files(manifest, contents, source)
     return ModelPackage(manifest=manifest, manifest_bytes=manifest_bytes, files=contents, signature=signature)
 
@@ -201,9 +211,21 @@ def embedded_manifest(info: TFLiteFileInfo, source: str = "model") -> Manifest |
     raw = info.metadata.get(MANIFEST_METADATA_NAME)
     if raw is None:
         return None
+    return _parse_manifest(raw, f"{source}:metadata[{MANIFEST_METADATA_NAME}]")
+
+
+def _parse_manifest(data: bytes, source: str) -> Manifest:
+    """``Manifest.from_bytes`` with the errors of a hostile manifest (a list where a number belongs,
+    nesting that exhausts the stack) translated to one PackageError."""
     from edge.manifest import Manifest
 
-    return Manifest.from_bytes(raw, source=f"{source}:metadata[{MANIFEST_METADATA_NAME}]")
+    try:
+        return Manifest.from_bytes(data, source=source)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+        what = "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
+        raise PackageError(
+            f"{source} is malformed ({what}); the package is damaged or was not made by 'edge convert'"
+        ) from exc
 
 
 def existing_versions(folder: str | Path, name: str) -> list[int]:
