@@ -231,6 +231,21 @@ class _SqlStore:
             row["lost"] = int(lost)
         return DeviceCounts(totals, top)
 
+    def counts_of(self, device_id: str) -> dict[str, Any]:
+        """One device's ``device_counts()`` row, counted now (through the ``device_id, ts`` index)."""
+        row: dict[str, Any] = {"results": 0, "events": 0, "last_ts": 0.0, "lost": 0}
+        for kind, count, last in self.query(
+            "count a device's results",
+            "SELECT kind, count(*), max(ts) FROM results WHERE device_id = ? GROUP BY kind", (device_id,)
+        ):
+            row["results" if kind == "result" else "events"] = int(count)
+            row["last_ts"] = max(row["last_ts"], float(last or 0.0))
+        lost = self.query(
+            "count lost", "SELECT sum(last - first + 1) FROM lost WHERE device_id = ?", (device_id,)
+        )
+        row["lost"] = int(lost[0][0] or 0)
+        return row
+
     def recent(self, device_id: str, kind: str, limit: int = 20) -> list[dict[str, Any]]:
         """The newest ``limit`` results (or events) of a device, newest first, as decoded payloads."""
         rows = self.query(

@@ -108,6 +108,8 @@ def dashboard_reads(store: _SqlStore) -> None:
     assert counts["d1"]["results"] == 2 and counts["d1"]["events"] == 1 and counts["d1"]["last_ts"] == 3.0
     store.add_lost("d1", "s1", 7, 9)
     assert store.device_counts().devices["d1"]["lost"] == 3
+    assert store.counts_of("d1") == store.device_counts().devices["d1"]
+    assert store.counts_of("nobody") == {"results": 0, "events": 0, "last_ts": 0.0, "lost": 0}
     store.add_telemetry([("d1", 10.0, 5.0, 20.0, 30.0, 2, 1.5), ("d1", 11.0, None, None, None, None, None)])
     assert store.telemetry_series("d1", 10.5) == [(11.0, None, None, None, None)]
     store.add_update("d1", 5.0, "active", "ssd", 2, "")

@@ -205,3 +205,46 @@ def test_a_snapshot_image_loads_on_the_device_page(
     finally:
         cam.close()
         collect.stop()
+
+
+def test_a_real_devices_events_and_snapshot_on_the_device_page(
+    assets: Assets, mosquitto: Broker, tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    """``edge run --events`` (the SSD test model on a square crossing a zone): its events are stored in the
+    results' sequence without a gap, and its retained snapshot loads on the device page."""
+    import sqlite3
+    from contextlib import closing
+
+    from tests.e2e.test_tracking_cli import moving_square
+
+    db = tmp_path / "fleet.sqlite"
+    collect = HttpProcess("collect", mosquitto.url, db, log=tmp_path / "collect.log")
+    try:
+        clip = moving_square(tmp_path / "square.mp4")
+        done = subprocess.run(
+            [*EDGE, "run", str(assets.model("ssd")), str(clip), "--std", "255", "--resize", "letterbox",
+             "--source-name", "yard", "--events", "--min-frames", "2", "--zone", "right=0.5,0,1,0,1,1,0.5,1",
+             "--mqtt", mosquitto.url, "--device-id", "cam1", "--state-dir", str(tmp_path / "state"),
+             "--telemetry-interval", "0", "--profile", "none"],
+            cwd=ROOT, capture_output=True, text=True, timeout=180,
+        )
+        assert done.returncode == 0, done.stderr
+
+        def stored() -> list[tuple[int, str]]:
+            with closing(sqlite3.connect(db)) as conn:
+                return conn.execute("SELECT seq, kind FROM results ORDER BY seq").fetchall()
+
+        rows = wait_for(lambda: (lambda r: r if len(r) == 19 else None)(stored()), what="19 rows stored")
+        assert [seq for seq, _ in rows] == list(range(1, 20))  # one sequence, no gap
+        assert sum(kind == "event" for _, kind in rows) == 3
+        browser.get(f"{collect.url}/#/device/cam1")
+        loaded = """const img = document.querySelector('img.snapshot');
+                    return img && img.complete ? [img.naturalWidth, img.naturalHeight] : null;"""
+        assert WebDriverWait(browser, 30).until(lambda d: d.execute_script(loaded)) == [128, 128]
+        WebDriverWait(browser, 10).until(lambda d: "end" in d.find_element(By.ID, "events").text)
+        events = browser.find_element(By.ID, "events").text
+        assert "new" in events and "update" in events and "yard" in events and "right" in events
+        assert "stored 16 results, 3 events, lost 0" in browser.find_element(By.ID, "main").text
+        browser.save_screenshot(str(tmp_path / "device-events.png"))
+    finally:
+        collect.stop()

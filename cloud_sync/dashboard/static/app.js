@@ -130,8 +130,10 @@
   function summary(r) {
     if (r.error) return "error: " + r.error;
     if (r.classes && r.classes.length) return r.classes[0].label + " " + num(r.classes[0].score, 2);
-    if (r.detections) return r.detections.length + " detection(s)" +
-      (r.detections.length ? ": " + r.detections.map((x) => x.label).slice(0, 4).join(", ") : "");
+    const objects = r.objects || r.detections;
+    if (objects) return objects.length + " object(s)" +
+      (objects.length ? ": " + objects.map((x) => x.label).slice(0, 4).join(", ") : "");
+    if (r.segments) return r.segments.length + " segment(s)";
     return "";
   }
   async function showDevice(id) {
