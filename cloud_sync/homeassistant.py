@@ -105,6 +105,15 @@ EVENT_FIELDS = ("event_id", "label", "track_id", "zones", "entered_zones", "star
                 "snapshot")
 
 
+_NOT_IN_LEVEL = re.compile(r"[/+#\s\x00]")
+
+
+def topic_level(name: str) -> str:
+    """``name`` as the event engine makes it one topic level (``cloud_sync.event_publisher.topic_level``,
+    not imported: that module pulls in ``edge.events``): ``traffic light`` -> ``traffic_light``."""
+    return _NOT_IN_LEVEL.sub("_", name) or "_"
+
+
 def jinja_string(text: str) -> str:
     """``text`` as a Jinja string literal (single quotes, backslash escapes)."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -294,17 +303,17 @@ class Discovery:
         base = source_object_id(name)
         entries = [
             self.config("image", f"{base}_snapshot", f"{name} snapshot",
-                        image_topic=self.topics.snapshot(name), content_type="image/jpeg"),
+                        image_topic=self.topics.snapshot(topic_level(name)), content_type="image/jpeg"),
             self.config("event", f"{base}_event", f"{name} event", state_topic=self.topics.events,
                         event_types=list(EVENT_TYPES), value_template=event_template(name)),
         ]
-        counts = self.topics.counts(name)
+        counts = self.topics.counts(topic_level(name))
         for label in self.labels:
             label_id = f"{base}_{slug(label)}"
-            if is_topic_part(label):  # a label no topic level can carry has no snapshot topic
-                entries.append(self.config(
-                    "image", f"{label_id}_snapshot", f"{name} {label} snapshot",
-                    image_topic=self.topics.snapshot(name, label), content_type="image/jpeg"))
+            entries.append(self.config(
+                "image", f"{label_id}_snapshot", f"{name} {label} snapshot",
+                image_topic=self.topics.snapshot(topic_level(name), topic_level(label)),
+                content_type="image/jpeg"))
             places: list[tuple[str, str, str | None]] = [(label_id, f"{name} {label}", None)]
             places += [(f"{base}_{slug(zone)}_{slug(label)}", f"{name} {zone} {label}", zone)
                        for zone in self.zones_of(name)]

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from cloud_sync.homeassistant import SENSORS, Discovery, HomeAssistant, origin
+from cloud_sync import event_publisher
+from cloud_sync.homeassistant import SENSORS, Discovery, HomeAssistant, origin, topic_level
 from cloud_sync.topics import DeviceTopics
 from edge import __version__
 from tests.broker import Broker
@@ -227,7 +228,10 @@ def test_event_engine_buttons_and_update_configs() -> None:
             f"binary_sensor.{s}_person_occupancy", f"binary_sensor.{s}_gate_person_occupancy",
             f"sensor.{s}_bob_s_car_count", "button.edge_cam_1_reload", "button.edge_cam_1_snapshot",
             "update.edge_cam_1_model_update"} <= ids
-    assert f"image.{s}_bob_s_car_snapshot" not in ids  # no topic level can carry it: no snapshot topic
+    snapshot = {c["default_entity_id"]: c for c in found.values()}[f"image.{s}_bob_s_car_snapshot"]
+    assert snapshot["image_topic"] == "edge/cam-1/drive-way/Bob's_car/snapshot"  # as the events name it
+    for name in ("Bob's car", "a/b+c#d", "tab\there", "plain"):
+        assert topic_level(name) == event_publisher.topic_level(name)
     by_id = {c["default_entity_id"]: c for c in found.values()}
     assert by_id[f"image.{s}_snapshot"]["image_topic"] == "edge/cam-1/drive-way/snapshot"
     assert by_id[f"image.{s}_person_snapshot"]["content_type"] == "image/jpeg"

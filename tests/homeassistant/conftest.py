@@ -48,9 +48,9 @@ def hass(ha_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             ha.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def hass_states(hass: Hass) -> Iterator[StateLog]:
-    """Every state change of ``hass`` from now on."""
+    """Every state change of ``hass`` during one test (a new subscription: a restart ends the old one)."""
     log = StateLog(hass)
     yield log
     log.close()

@@ -249,6 +249,7 @@ class StateLog:
 
     def __init__(self, ha: Hass) -> None:
         self.changes: list[tuple[str, str]] = []  # (entity id, new state)
+        self.states: list[dict[str, Any]] = []  # every new state in full (attributes too)
         self._conn = websocket.create_connection(f"ws://127.0.0.1:{ha.port}/api/websocket", timeout=30)
         assert json.loads(self._conn.recv())["type"] == "auth_required"
         self._conn.send(json.dumps({"type": "auth", "access_token": ha.token}))
@@ -266,10 +267,15 @@ class StateLog:
                 message = json.loads(self._conn.recv())
                 data = message.get("event", {}).get("data", {})
                 if data.get("new_state") is not None:
+                    self.states.append(data["new_state"])
                     self.changes.append((data["entity_id"], data["new_state"]["state"]))
 
     def of(self, entity_id: str) -> list[str]:
         return [state for entity, state in list(self.changes) if entity == entity_id]
+
+    def full(self, entity_id: str) -> list[dict[str, Any]]:
+        """Every new state of ``entity_id`` with its attributes, in order."""
+        return [state for state in list(self.states) if state["entity_id"] == entity_id]
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
