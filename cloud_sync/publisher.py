@@ -14,7 +14,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from cloud_sync.connection import Message
 from cloud_sync.errors import PayloadError, UpdateError
@@ -119,13 +120,17 @@ class Publisher:
         require_healthy: bool = True,
         rate: float = 0.0,
         offer: Offer | None = None,
+        shadow: dict[str, Any] | None = None,
     ) -> None:
         """``rate`` limits the chunk bytes per second sent (0: no limit); ``offer`` replaces the one made
-        from the package (tests use it to act as a hostile publisher)."""
+        from the package (tests use it to act as a hostile publisher); ``shadow``: the shadow stage asked of
+        every device (``edge.shadow.ShadowPolicy.to_json()``)."""
         self.transport = transport
         self.data = package_bytes
         self.prefix = prefix
         self.offer = offer or make_offer(package_bytes, chunk_size)
+        if shadow is not None:
+            self.offer = replace(self.offer, shadow=shadow)
         self._offer_payload = self.offer.to_bytes()  # one encoding for every device, group and reconnect
         self.rate = rate
         self.served: dict[str, dict[int, int]] = {}
@@ -255,6 +260,10 @@ class Publisher:
             return SUCCESS, f"active v{status.version}" + (" (healthy)" if status.healthy else "")
         if status.state == "active":
             return PENDING, f"active v{status.version}, health check running"
+        if status.state == "shadowing" and status.shadow:
+            figures = status.shadow
+            return PENDING, (f"shadowing {status.progress:.0%}: {figures.get('samples')} samples, agreement "
+                             f"{figures.get('agreement')}, latency {figures.get('latency_ratio')}x")
         return PENDING, f"{status.state} {status.progress:.0%}"
 
     def chunk(self, index: int) -> bytes:

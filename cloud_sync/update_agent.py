@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from cloud_sync.connection import Message
 from cloud_sync.errors import PayloadError, UpdateError
 from cloud_sync.update_protocol import (
+    MIN_CHUNK_SIZE,
     ChunkRequest,
     Offer,
     Status,
@@ -73,6 +74,33 @@ class Activator(Protocol):
         """Serve the earlier version ``entry`` again (None: the model served before the update)."""
 
 
+class ShadowActivator(Activator, Protocol):
+    """An activator that can also run a candidate's shadow stage (``edge.activation.PipelineActivator``)."""
+
+    def shadow(
+        self,
+        candidate: Any,
+        policy: Any,
+        on_done: Callable[[dict[str, Any]], None],
+        on_progress: Callable[[dict[str, Any]], None],
+        resume: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Start the stage beside the active model; returns the figures so far."""
+
+    def stop_shadow(self) -> None:
+        """End the stage (its verdict came, or the agent stops)."""
+
+
+@dataclass
+class _Shadowing:
+    """A candidate in its shadow stage: installed, validated, not active."""
+
+    offer: Offer
+    entry: StoreEntry
+    candidate: Any
+    policy: Any
+
+
 @dataclass
 class _Transfer:
     offer: Offer
@@ -100,6 +128,7 @@ class UpdateAgent:
         max_size: int = DEFAULT_MAX_SIZE,
         window: int = 16,
         retry_seconds: float = 3.0,
+        shadow: Any = None,
     ) -> None:
         self.transport = transport
         self.store = store
@@ -111,6 +140,8 @@ class UpdateAgent:
         self.max_size = max_size
         self.window = window
         self.retry_seconds = retry_seconds
+        self.shadow_policy = shadow  # edge.shadow.ShadowPolicy for offers that ask for none; None: no stage
+        self._shadowing: _Shadowing | None = None
         self.status = Status(device=self.device_id, state="idle", groups=self.groups)
         self.bytes_received = 0
         self.chunks_received = 0
@@ -126,6 +157,7 @@ class UpdateAgent:
 
     def start(self) -> UpdateAgent:
         self._publish_initial_status()
+        self._resume_shadow()
         self.transport.subscribe(f"{self.prefix}/{self.device_id}/model/chunk/#", self._on_chunk)
         for group in self.groups:
             self.transport.subscribe(f"{self.prefix}/group/{group}/model/chunk/#", self._on_chunk)
@@ -147,6 +179,8 @@ class UpdateAgent:
         self._events.put(("stop", None, None))
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        if self._shadowing is not None:  # the stage resumes at the next start from its saved figures
+            self._stop_shadow()
 
     def _activation_pending(self) -> bool:
         state = self.status.state
@@ -185,6 +219,10 @@ class UpdateAgent:
                     self._handle_healthy(a)
                 elif kind == "reconnect":
                     self._handle_reconnect()
+                elif kind == "shadow_progress":
+                    self._handle_shadow_progress(a, b)
+                elif kind == "shadow_done":
+                    self._handle_shadow_done(a, b)
                 self._retry_if_stalled()
                 self._pick_next()
             except Exception:  # the agent must outlive any one bad message or update
@@ -238,8 +276,8 @@ class UpdateAgent:
     def _pick_next(self) -> None:
         """With no transfer running, take the highest retained offer not handled yet (one set aside while a
         higher version was being fetched, which was then rejected)."""
-        if self._transfer is not None:
-            return
+        if self._transfer is not None or self._shadowing is not None:
+            return  # one update at a time: a newer offer waits for the shadow stage's verdict
         for topic, offer in sorted(self._offers.items(), key=lambda item: -item[1].version):
             if self._outcome(offer.sha256) is None:
                 self._consider(offer, topic)
@@ -250,6 +288,8 @@ class UpdateAgent:
         if current is not None and current.offer.sha256 == offer.sha256:
             self._request_more(current, resend=True)  # a re-delivered offer (reconnect): ask again
             return
+        if self._shadowing is not None:
+            return  # considered once the shadow stage has decided (``_pick_next``)
         done = self._outcome(offer.sha256)
         if done is not None and done.get("state") == "failed" and done.get("offer_at") != offer.published_at:
             done = None  # it failed on a local fault (disk full): a new push tries again
@@ -417,6 +457,22 @@ class UpdateAgent:
             self._reject(offer, f"validation failed: {exc}")
             return
         try:
+            policy = self._policy_for(offer)
+        except EdgeError as exc:
+            self.store.discard(entry)
+            self._reject(offer, str(exc))
+            return
+        if policy is not None:
+            transfer.staging.discard()
+            self._start_shadow(offer, entry, candidate, policy)
+            return
+        self._activate(offer, entry, candidate, transfer.staging)
+
+    def _activate(
+        self, offer: Offer, entry: StoreEntry, candidate: Any, staging: Staging | None,
+        shadow: dict[str, Any] | None = None,
+    ) -> None:
+        try:
             self.store.activate(entry)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -426,9 +482,10 @@ class UpdateAgent:
         self.store.record_outcome(
             offer.sha256, "active", offer.name, offer.version, offer_at=offer.published_at
         )
-        transfer.staging.discard()
+        if staging is not None:
+            staging.discard()
         self._health_sha = offer.sha256
-        self._publish(self._status("active", offer, progress=1.0), healthy=None)
+        self._publish(replace(self._status("active", offer, progress=1.0), shadow=shadow), healthy=None)
         sha = offer.sha256
         self.activator.activate(
             candidate,
@@ -436,6 +493,107 @@ class UpdateAgent:
             on_unhealthy=lambda reason: self._events.put(("unhealthy", sha, reason)),
             on_healthy=lambda: self._events.put(("healthy", sha, None)),
         )
+
+    # -- the shadow stage -------------------------------------------------------------------------------
+
+    def _policy_for(self, offer: Offer) -> Any:
+        """The shadow policy for ``offer``: its own, else this device's; None: straight to activation."""
+        if offer.shadow is None and self.shadow_policy is None:
+            return None
+        if not getattr(self.activator, "can_shadow", False):
+            log.warning("%s v%d asks for a shadow stage this device cannot run; activating after "
+                        "validation", offer.name, offer.version)
+            return None
+        from edge.shadow import ShadowPolicy
+
+        if offer.shadow is None:
+            return self.shadow_policy
+        try:
+            return ShadowPolicy.from_json(offer.shadow)
+        except (EdgeError, TypeError) as exc:
+            raise UpdateError(f"the offer's shadow policy is invalid ({exc}); push it again with valid "
+                              "--shadow, --min-agreement and --max-latency-ratio") from exc
+
+    def _start_shadow(self, offer: Offer, entry: StoreEntry, candidate: Any, policy: Any,
+                      resume: dict[str, Any] | None = None) -> None:
+        sha = offer.sha256
+        self._shadowing = _Shadowing(offer, entry, candidate, policy)
+        log.info("shadowing %s v%d on live inputs: %d samples%s, agreement >= %g, latency <= %gx, budget %g",
+                 offer.name, offer.version, policy.samples,
+                 f" or {policy.seconds:g} s" if policy.seconds else "",
+                 policy.min_agreement, policy.max_latency_ratio, policy.budget)
+        figures = cast(ShadowActivator, self.activator).shadow(
+            candidate,
+            policy,
+            on_done=lambda f: self._events.put(("shadow_done", sha, f)),
+            on_progress=lambda f: self._events.put(("shadow_progress", sha, f)),
+            resume=resume,
+        )
+        self._publish_shadow(figures)
+
+    def _publish_shadow(self, figures: dict[str, Any]) -> None:
+        shadowing = self._shadowing
+        assert shadowing is not None
+        shadow = {**figures, "entry": shadowing.entry.to_json(), "offer_at": shadowing.offer.published_at}
+        status = self._status("shadowing", shadowing.offer, progress=figures["progress"])
+        self._publish(replace(status, shadow=shadow))
+
+    def _handle_shadow_progress(self, sha: str, figures: dict[str, Any]) -> None:
+        if self._shadowing is not None and self._shadowing.offer.sha256 == sha:
+            self._publish_shadow(figures)
+
+    def _handle_shadow_done(self, sha: str, figures: dict[str, Any]) -> None:
+        shadowing = self._shadowing
+        if shadowing is None or shadowing.offer.sha256 != sha:
+            return
+        self._stop_shadow()
+        offer, entry = shadowing.offer, shadowing.entry
+        shown = {k: v for k, v in figures.items() if k != "state"}
+        if figures.get("passed"):
+            log.info("%s v%d passed its shadow stage: agreement %s over %d samples, latency %sx",
+                     offer.name, offer.version, figures.get("agreement"), figures.get("samples"),
+                     figures.get("latency_ratio"))
+            self._activate(offer, entry, shadowing.candidate, None, shadow=shown)
+            return
+        with contextlib.suppress(OSError):
+            self.store.discard(entry)
+        self._reject(offer, f"shadow stage failed: {figures.get('reason') or 'not enough samples'}",
+                     shadow=shown)
+
+    def _stop_shadow(self) -> None:
+        self._shadowing = None
+        stop = getattr(self.activator, "stop_shadow", None)
+        if stop is not None:
+            stop()
+
+    def _resume_shadow(self) -> None:
+        """A device restarted mid-shadow takes the stage up where it was (its figures were saved)."""
+        saved = self.store.load_status()
+        if not saved or saved.get("state") != "shadowing" or not isinstance(saved.get("shadow"), dict):
+            return
+        shadow = saved["shadow"]
+        try:
+            entry = StoreEntry.from_json(shadow["entry"])
+            path = self.store.path_of(entry)
+            data = path.read_bytes()
+            if sha256_hex(data) != entry.sha256:
+                raise UpdateError(f"{path} changed since the shadow stage began")
+            package = read_package_bytes(data, source=str(path))
+            self.trust.verify(package.manifest_bytes, package.signature)
+            from edge.shadow import ShadowPolicy
+
+            policy = ShadowPolicy.from_json(shadow["policy"])
+            candidate = self.activator.validate(path, package.manifest)
+        except (EdgeError, OSError, KeyError, TypeError, ValueError) as exc:
+            log.warning("cannot resume the shadow stage of %s v%s: %s", saved.get("name"),
+                        saved.get("version"), exc)
+            self._publish(replace(self.status, state="idle", reason=f"shadow stage not resumed: {exc}"))
+            return
+        offer = Offer(entry.name, entry.version, entry.size, entry.sha256, MIN_CHUNK_SIZE, (),
+                      published_at=float(shadow.get("offer_at") or 0.0), shadow=policy.to_json())
+        log.info("resuming the shadow stage of %s v%d at %s samples", entry.name, entry.version,
+                 shadow.get("samples"))
+        self._start_shadow(offer, entry, candidate, policy, resume=shadow.get("state"))
 
     def verify(self, offer: Offer, data: bytes) -> tuple[Manifest, str]:
         """Size, sha256, package structure and digests, signature, anti-rollback -> (manifest, key id)."""
@@ -496,7 +654,9 @@ class UpdateAgent:
 
     # -- status --------------------------------------------------------------------------------------------
 
-    def _reject(self, offer: Offer, reason: str, outcome: str = "rejected") -> None:
+    def _reject(
+        self, offer: Offer, reason: str, outcome: str = "rejected", shadow: dict[str, Any] | None = None
+    ) -> None:
         """Refuse ``offer``; ``outcome`` "failed" (a local fault, e.g. disk full) lets a new push retry it."""
         log.warning("update %s v%d rejected: %s", offer.name, offer.version, reason)
         if self._transfer is not None and self._transfer.offer.sha256 == offer.sha256:
@@ -510,7 +670,7 @@ class UpdateAgent:
             )
         except OSError as exc:  # the disk that refused the package may refuse this too: still report
             log.warning("cannot record the rejection of %s: %s", offer.sha256[:16], exc)
-        self._publish(self._status("rejected", offer, reason=reason))
+        self._publish(replace(self._status("rejected", offer, reason=reason), shadow=shadow))
 
     def _status(
         self, state: str, offer: Offer | None = None, progress: float = 0.0, reason: str = ""

@@ -126,6 +126,45 @@ class PipelineActivator:
         self.monitor: HealthMonitor | None = None
         self._previous: Any | None = None
         self._sink: _HealthSink | None = None
+        self._shadow: Any = None
+
+    @property
+    def can_shadow(self) -> bool:
+        """A shadow stage needs live inputs: a pipeline."""
+        return self.pipeline is not None
+
+    def shadow(
+        self,
+        candidate: Any,
+        policy: Any,
+        on_done: Callable[[dict[str, Any]], None],
+        on_progress: Callable[[dict[str, Any]], None],
+        resume: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Run ``candidate`` beside the serving model on the pipeline's inputs (``edge.shadow``)."""
+        from edge.shadow import Shadow
+
+        self.stop_shadow()
+        members = self._members()
+        prepare = getattr(members[0], "_prepare", None) if members else None
+        shadow = Shadow(candidate, policy, on_done, on_progress, prepare=prepare, resume=resume)
+        for pipeline in members:
+            pipeline.shadow = shadow
+        self._shadow = shadow
+        return shadow.figures()
+
+    def stop_shadow(self) -> None:
+        shadow, self._shadow = self._shadow, None
+        for pipeline in self._members():
+            pipeline.shadow = None
+        if shadow is not None:
+            shadow.close()
+
+    def _members(self) -> list[Any]:
+        """The pipelines that see inputs (each member of a ``PipelineGroup``)."""
+        if self.pipeline is None:
+            return []
+        return list(getattr(self.pipeline, "pipelines", None) or [self.pipeline])
 
     def validate(self, path: Path, manifest: Manifest) -> Any:
         candidate = load_candidate(path, self.backend, self.threads)

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from edge.cli import EXIT_FAILED, EXIT_OK
 from edge.cli.broker_options import PUSH_KEY_FLAG, add_broker_arguments, broker_settings
@@ -37,6 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="update N devices first; continue only when they report healthy",
     )
     parser.add_argument("--abort-on", type=int, metavar="K", help="stop the rollout after K failures")
+    shadow = parser.add_argument_group("shadow stage: prove the model on each device's live inputs first")
+    shadow.add_argument("--shadow", metavar="N|DURATION",
+                        help="run it beside the active model on N live inputs (e.g. 200) or for a duration "
+                        "(90s, 10m) before it serves; promoted only when it agrees (docs/updates.md)")
+    shadow.add_argument("--min-agreement", type=float, metavar="X",
+                        help="agreement with the active model it needs, 0..1 (default 0.9)")
+    shadow.add_argument("--max-latency-ratio", type=float, metavar="R",
+                        help="its invoke time at most R times the active model's (default 2)")
+    shadow.add_argument("--shadow-budget", type=float, metavar="F",
+                        help="its CPU time at most F times the active model's while shadowing (default 0.25)")
     parser.add_argument(
         "--chunk-size", type=int, default=64, metavar="KIB", help="chunk size (default 64 KiB)"
     )
@@ -76,6 +87,32 @@ def _check(args: argparse.Namespace) -> None:
     except PayloadError as exc:
         raise ConfigError(str(exc)) from None
     broker_settings(args)  # the broker URL and TLS files too
+    shadow_policy(args)
+
+
+def shadow_policy(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The offer's shadow stage from ``--shadow`` and its options, checked; None without ``--shadow``."""
+    extra = [flag for flag, value in (("--min-agreement", args.min_agreement),
+                                      ("--max-latency-ratio", args.max_latency_ratio),
+                                      ("--shadow-budget", args.shadow_budget)) if value is not None]
+    if args.shadow is None:
+        if extra:
+            raise ConfigError(f"{extra[0]} needs --shadow N|DURATION")
+        return None
+    from edge.shadow import ShadowPolicy, parse_length
+
+    samples, seconds = parse_length(args.shadow)
+    policy = ShadowPolicy()
+    fields: dict[str, Any] = {"seconds": seconds}
+    if samples is not None:
+        fields["samples"] = samples
+    elif seconds is not None:
+        fields["samples"] = 1_000_000  # a duration: as many samples as the time gives
+    for name, value in (("min_agreement", args.min_agreement), ("max_latency_ratio", args.max_latency_ratio),
+                        ("budget", args.shadow_budget)):
+        if value is not None:
+            fields[name] = value
+    return policy._replace(**fields).checked().to_json()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     connection = MqttConnection(broker, unique_client_id("push")).start()
     try:
         publisher = Publisher(
-            connection, data, prefix=prefix, chunk_size=args.chunk_size * 1024, rate=args.rate * 1024
+            connection, data, prefix=prefix, chunk_size=args.chunk_size * 1024, rate=args.rate * 1024,
+            shadow=shadow_policy(args),
         ).start()
     except BaseException:
         connection.close()
@@ -142,6 +180,14 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if rollout.ok() else EXIT_FAILED
 
 
+def _shadow_of(progress: Any) -> dict[str, Any]:
+    """The device's shadow figures, without the state it resumes from."""
+    shadow = progress.status.shadow if progress.status is not None else None
+    if not shadow:
+        return {}
+    return {"shadow": {k: v for k, v in shadow.items() if k not in ("state", "entry", "offer_at")}}
+
+
 def _report(args: argparse.Namespace, rollout, publisher, elapsed: float) -> None:  # noqa: ANN001
     if args.json:
         print(
@@ -155,7 +201,7 @@ def _report(args: argparse.Namespace, rollout, publisher, elapsed: float) -> Non
                     "bytes_sent": publisher.bytes_sent,
                     "seconds": round(elapsed, 3),
                     "devices": {
-                        d: {"result": p.result, "detail": p.detail}
+                        d: {"result": p.result, "detail": p.detail, **_shadow_of(p)}
                         for d, p in sorted(rollout.devices.items())
                     },
                 },
