@@ -99,6 +99,7 @@ class _Shadowing:
     entry: StoreEntry
     candidate: Any
     policy: Any
+    converter: dict[str, Any]  # the package report's agreement and accuracy, shown beside the field's
 
 
 @dataclass
@@ -464,7 +465,7 @@ class UpdateAgent:
             return
         if policy is not None:
             transfer.staging.discard()
-            self._start_shadow(offer, entry, candidate, policy)
+            self._start_shadow(offer, entry, candidate, policy, converter=_converter_figures(manifest))
             return
         self._activate(offer, entry, candidate, transfer.staging)
 
@@ -515,9 +516,9 @@ class UpdateAgent:
                               "--shadow, --min-agreement and --max-latency-ratio") from exc
 
     def _start_shadow(self, offer: Offer, entry: StoreEntry, candidate: Any, policy: Any,
-                      resume: dict[str, Any] | None = None) -> None:
+                      resume: dict[str, Any] | None = None, converter: dict[str, Any] | None = None) -> None:
         sha = offer.sha256
-        self._shadowing = _Shadowing(offer, entry, candidate, policy)
+        self._shadowing = _Shadowing(offer, entry, candidate, policy, converter or {})
         log.info("shadowing %s v%d on live inputs: %d samples%s, agreement >= %g, latency <= %gx, budget %g",
                  offer.name, offer.version, policy.samples,
                  f" or {policy.seconds:g} s" if policy.seconds else "",
@@ -534,7 +535,8 @@ class UpdateAgent:
     def _publish_shadow(self, figures: dict[str, Any]) -> None:
         shadowing = self._shadowing
         assert shadowing is not None
-        shadow = {**figures, "entry": shadowing.entry.to_json(), "offer_at": shadowing.offer.published_at}
+        shadow = {**figures, "converter": shadowing.converter, "entry": shadowing.entry.to_json(),
+                  "offer_at": shadowing.offer.published_at}
         status = self._status("shadowing", shadowing.offer, progress=figures["progress"])
         self._publish(replace(status, shadow=shadow))
 
@@ -549,6 +551,7 @@ class UpdateAgent:
         self._stop_shadow()
         offer, entry = shadowing.offer, shadowing.entry
         shown = {k: v for k, v in figures.items() if k != "state"}
+        shown["converter"] = shadowing.converter  # the converter's own figure beside the field's
         if figures.get("passed"):
             log.info("%s v%d passed its shadow stage: agreement %s over %d samples, latency %sx",
                      offer.name, offer.version, figures.get("agreement"), figures.get("samples"),
@@ -593,7 +596,8 @@ class UpdateAgent:
                       published_at=float(shadow.get("offer_at") or 0.0), shadow=policy.to_json())
         log.info("resuming the shadow stage of %s v%d at %s samples", entry.name, entry.version,
                  shadow.get("samples"))
-        self._start_shadow(offer, entry, candidate, policy, resume=shadow.get("state"))
+        self._start_shadow(offer, entry, candidate, policy, resume=shadow.get("state"),
+                           converter=_converter_figures(package.manifest))
 
     def verify(self, offer: Offer, data: bytes) -> tuple[Manifest, str]:
         """Size, sha256, package structure and digests, signature, anti-rollback -> (manifest, key id)."""
@@ -726,6 +730,13 @@ class UpdateAgent:
             persist=False,
             healthy=True if active else None,
         )
+
+
+def _converter_figures(manifest: Manifest) -> dict[str, Any]:
+    """What ``edge convert`` measured of the package (top-1 agreement with its source, accuracy)."""
+    report = manifest.report if isinstance(manifest.report, dict) else {}
+    keys = ("top1_agreement", "accuracy_converted", "accuracy_source", "mode")
+    return {key: report[key] for key in keys if key in report}
 
 
 def _is_active(active: StoreEntry | None, offer: Offer) -> bool:

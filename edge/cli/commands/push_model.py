@@ -180,6 +180,18 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if rollout.ok() else EXIT_FAILED
 
 
+def shadow_line(shadow: dict[str, Any]) -> str:
+    """The shadow figures in one line: the field's agreement beside the converter's."""
+    converter = (shadow.get("converter") or {}).get("top1_agreement")
+    beside = f" (converter's own: {converter:.3f})" if isinstance(converter, int | float) else ""
+    recall = shadow.get("recall")
+    worst = f", lowest recall {min(recall.values()):.2f}" if recall else ""
+    return (f"agreement {shadow.get('agreement')} on {shadow.get('samples')} live inputs{beside}{worst}, "
+            f"latency {shadow.get('latency_ratio')}x, CPU {shadow.get('budget_used')} of the active model's, "
+            f"{shadow.get('failures')} failed, {shadow.get('skipped')} inputs skipped"
+            + (f"; {shadow['reason']}" if shadow.get("reason") else ""))
+
+
 def _shadow_of(progress: Any) -> dict[str, Any]:
     """The device's shadow figures, without the state it resumes from."""
     shadow = progress.status.shadow if progress.status is not None else None
@@ -211,6 +223,9 @@ def _report(args: argparse.Namespace, rollout, publisher, elapsed: float) -> Non
         return
     for device, progress in sorted(rollout.devices.items()):
         print(f"{device}: {progress.result} ({progress.detail})")
+        shadow = _shadow_of(progress).get("shadow")
+        if shadow:
+            print(f"  shadow: {shadow_line(shadow)}")
     if rollout.aborted:
         print(f"rollout stopped: {rollout.aborted}")
     print(f"{publisher.bytes_sent:,} chunk bytes sent in {elapsed:.1f} s")
