@@ -12,6 +12,11 @@ Policy (documented in docs/mqtt.md):
 - Acknowledged results are kept for ``retain_s`` seconds (at most ``retain_max`` rows) so a collector that
   found a gap in ``seq`` can ask for a replay (``replay(first, last)``).
 - A message the broker refuses (an MQTT 5 PUBACK with an error, e.g. an ACL) is counted as ``rejected``.
+- Disk full (SQLite says ``database or disk is full``): one error line says so and what to do; from then new
+  results and events are refused (counted in ``refused``; their seqs reach the collector as lost ranges
+  through the replay reply's ``missing``), telemetry goes out directly (not stored) with ``disk_full: true``,
+  committed messages are still published and kept. The batch that failed stays queued and is retried every
+  ``RETRY_S``; the first commit that succeeds ends the state (one line) and new messages are taken again.
 """
 
 from __future__ import annotations
@@ -93,9 +98,17 @@ class OutboxStats:
     acked: int
     last_seq: int
     stream: str
+    refused: int = 0  # new messages refused while the disk was full
+    disk_full: bool = False  # the last write failed for want of space
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _is_disk_full(exc: sqlite3.Error) -> bool:
+    """SQLITE_FULL (``database or disk is full``), or an I/O error the OS reported as ENOSPC."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
 
 
 def connect_db(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -148,6 +161,7 @@ def read_stats(state_dir: str | Path) -> OutboxStats:
         acked=0,
         last_seq=int(meta.get("last_seq", 0)),
         stream=str(meta.get("stream", "")),
+        refused=int(meta.get("refused", 0)),
     )
 
 
@@ -187,6 +201,9 @@ class Outbox:
         self._rejected_new = 0
         self._dropped_queued = 0
         self._write_failures = 0
+        self._disk_full = False
+        self._refused = int(meta.get("refused", 0))
+        self._refused_new = 0
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._taken = 0  # messages off the queue but not yet counted as pending (wait_drained must see them)
@@ -213,6 +230,9 @@ class Outbox:
             raise OutboxError(f"the outbox writer stopped: {self._error}")
         if self._stop:
             raise OutboxError("the outbox is closed")
+        if self._disk_full:
+            self._refuse(kind, topic, payload)
+            return
         incoming = self._incoming
         incoming.append((kind, seq, topic, payload, time.time()))
         if len(incoming) > 4 * self.policy.batch:
@@ -226,6 +246,22 @@ class Outbox:
                     self._dropped_queued += 1
         elif len(incoming) == 1:
             self._wake.set()
+
+    def _refuse(self, kind: str, topic: str, payload: bytes) -> None:
+        """The disk is full: a result or event is refused (counted); telemetry goes out unstored."""
+        publisher = self._publisher
+        if kind not in _SEQUENCED and publisher is not None and publisher.connected:
+            with contextlib.suppress(Exception):  # best effort: the next telemetry replaces this one
+                publisher.publish(topic, payload, qos=0)
+            return
+        with self._seq_lock:
+            self._refused += 1
+            self._refused_new += 1
+
+    @property
+    def disk_full(self) -> bool:
+        """True while the last write failed because the disk is full."""
+        return self._disk_full
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -285,6 +321,8 @@ class Outbox:
             acked=self._acked_total,
             last_seq=self._last_seq,
             stream=self.stream,
+            refused=self._refused,
+            disk_full=self._disk_full,
         )
 
     @property
@@ -334,6 +372,9 @@ class Outbox:
                     if self._stop:
                         log.error("outbox: cannot commit on close; %d message(s) lost", len(self._incoming))
                         return
+                    with contextlib.suppress(sqlite3.Error):  # what is committed still goes out
+                        self._take_acks()
+                        self._hand_out()
                     time.sleep(RETRY_S)  # everything stays queued; try again
         except BaseException as exc:  # surfaced to producers by add()
             self._error = exc
@@ -453,10 +494,26 @@ class Outbox:
             with self._seq_lock:
                 self._dropped_queued += dropped_queued
             self._write_failures += 1
-            if self._write_failures == 1 or self._write_failures % 60 == 0:
+            if _is_disk_full(exc):
+                if not self._disk_full:
+                    self._disk_full = True
+                    log.error(
+                        "outbox: the disk holding %s is full; new results are refused (counted in "
+                        "telemetry outbox.refused) until space is freed; committed results are kept and "
+                        "still sent. Free space there (old files, logs) or give --state-dir a bigger disk; "
+                        "writing resumes by itself", self.path.parent)
+            elif self._write_failures == 1 or self._write_failures % 60 == 0:
                 log.error("cannot write the outbox %s: %s; check free disk space (retrying)", self.path, exc)
             raise _WriteFailed from exc
         self._write_failures = 0
+        if self._disk_full:
+            self._disk_full = False
+            with self._seq_lock:
+                refused_new, self._refused_new = self._refused_new, 0
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('refused', ?)", (self._refused,))
+            log.warning("outbox: %s has space again; writing resumed (%d new result(s) refused while it "
+                        "was full, %d in all)", self.path.parent, refused_new, self._refused)
         self._last_seq = max_seq
         if rows and not self._spilled:
             if len(self._unsent) + len(rows) > UNSENT_MAX:

@@ -87,6 +87,8 @@ def build_telemetry(
             "dropped": outbox.dropped,
             "rejected": outbox.rejected,
             "retained": outbox.retained,
+            "refused": outbox.refused,
+            "disk_full": outbox.disk_full,
         },
         "drops": outbox.dropped,
         "bad_payloads": bad_payloads,

@@ -170,9 +170,13 @@ class ModelStore:
     def activate(self, entry: StoreEntry) -> StoreEntry | None:
         """Make ``entry`` active (one atomic rename); returns the entry it replaced."""
         with self._lock:
-            if not self.path_of(entry).is_file():
+            path = self.path_of(entry)
+            if not path.is_file():
+                raise ConfigError(f"{path} is missing; install the package before activating it")
+            if entry.size and path.stat().st_size != entry.size:
                 raise ConfigError(
-                    f"{self.path_of(entry)} is missing; install the package before activating it"
+                    f"{path} is {path.stat().st_size} bytes, not the {entry.size} installed; it is damaged "
+                    "(a full disk?): push the model again"
                 )
             pointer = self._read_pointer()
             old: StoreEntry | None = pointer["active"]
@@ -316,8 +320,12 @@ class Staging:
         if index in self._have:
             return True
         tmp = self.folder / f".{index}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, self.folder / f"{index}.chunk")  # a kill -9 leaves the whole chunk or none
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, self.folder / f"{index}.chunk")  # a kill -9 leaves the whole chunk or none
+        except OSError:  # disk full: no half chunk left taking the space
+            tmp.unlink(missing_ok=True)
+            raise
         self._have.add(index)
         return True
 
