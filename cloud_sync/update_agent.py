@@ -159,6 +159,7 @@ class UpdateAgent:
     def start(self) -> UpdateAgent:
         self._publish_initial_status()
         self._resume_shadow()
+        self._resume_health()
         self.transport.subscribe(f"{self.prefix}/{self.device_id}/model/chunk/#", self._on_chunk)
         for group in self.groups:
             self.transport.subscribe(f"{self.prefix}/group/{group}/model/chunk/#", self._on_chunk)
@@ -568,6 +569,22 @@ class UpdateAgent:
         stop = getattr(self.activator, "stop_shadow", None)
         if stop is not None:
             stop()
+
+    def _resume_health(self) -> None:
+        """A device restarted inside the health window of its active model watches it again (a fresh window:
+        what the killed process had counted is gone), so a bad model still rolls back."""
+        status = self.status
+        active = self.store.active()
+        resume = getattr(self.activator, "resume_health", None)
+        if status.state != "active" or status.healthy is not None or active is None or resume is None:
+            return
+        if active.sha256 != status.sha256:
+            return
+        sha = active.sha256
+        self._health_sha = sha
+        log.info("resuming the health window of %s v%d", active.name, active.version)
+        resume(on_unhealthy=lambda reason: self._events.put(("unhealthy", sha, reason)),
+               on_healthy=lambda: self._events.put(("healthy", sha, None)))
 
     def _resume_shadow(self) -> None:
         """A device restarted mid-shadow takes the stage up where it was (its figures were saved)."""

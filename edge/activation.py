@@ -195,6 +195,20 @@ class PipelineActivator:
         self.monitor = monitor.start()
         self.pipeline.swap_model(candidate)
 
+    def resume_health(self, on_unhealthy: Callable[[str], None], on_healthy: Callable[[], None]) -> None:
+        """Watch the model serving now as if just activated (a restart inside its health window); no latency
+        baseline: the previous model is not loaded."""
+        if self.pipeline is None:
+            on_healthy()
+            return
+        self._stop_watching()
+        model = self.pipeline.model
+        monitor = HealthMonitor(self.policy, None, on_healthy, on_unhealthy)
+        _watch_invoke(model, monitor)
+        self._sink = _HealthSink(model.version, model.name, monitor)
+        self.pipeline.add_sink(self._sink)
+        self.monitor = monitor.start()
+
     def restore(self, entry: StoreEntry | None) -> None:
         if self.pipeline is None:
             return

@@ -45,10 +45,12 @@ def digit_stream(assets: Assets, rtsp_server: Any, count: int = 40, hold: int = 
 class Device:
     """``edge run`` waiting for pushed models, on the stream; JSON results collected."""
 
-    def __init__(self, url: str, stream: str, state: Path, pub: Path, log: Path, name: str = "pi") -> None:
+    def __init__(self, url: str, stream: str, state: Path, pub: Path, log: Path, name: str = "pi",
+                 health_seconds: float = 2) -> None:
         command = [*EDGE, "run", stream, "--source-name", "cam", "--resize", "crop", "--mqtt", url,
                    "--device-id", name, "--state-dir", str(state), "--trust", str(pub), "--json",
-                   "--health-seconds", "2", "--telemetry-interval", "0", "--profile", "none"]
+                   "--health-seconds", str(health_seconds), "--health-inferences", "100000",
+                   "--telemetry-interval", "0", "--profile", "none"]
         self.log = log
         with log.open("ab") as stderr:
             self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr,
@@ -191,3 +193,29 @@ def test_a_canary_that_fails_its_shadow_stage_stops_the_rollout(
         watch.close()
         for device in fleet:
             device.stop()
+
+
+def test_a_device_killed_inside_the_health_window_watches_the_model_again(
+    assets: Assets, mosquitto: Broker, rtsp_server: Any, shadow_models: ShadowModels, tmp_path: Path  # noqa: F811
+) -> None:
+    key, pub = keys(tmp_path)
+    server = digit_stream(assets, rtsp_server)
+    state, log = tmp_path / "state", tmp_path / "device.log"
+    device = Device(mosquitto.url, server.url, state, pub, log, health_seconds=600)
+    watch = Watcher(mosquitto.url, "edge/pi/model/status", client_id="health")
+    try:
+        assert push(mosquitto.url, shadow_models.active, key)["ok"]  # a first model serves at once
+        second = push(mosquitto.url, shadow_models.good, key, wait=15)
+        assert second["exit"] == 1 and "health check running" in second["devices"]["pi"]["detail"], second
+        status = json.loads(watch.next("status", timeout=30).payload)
+        while not (status["state"] == "active" and status["version"] == 2):
+            status = json.loads(watch.next("status", timeout=30).payload)
+        assert status["healthy"] is None
+        device.stop(signal.SIGKILL)
+        device = Device(mosquitto.url, server.url, state, pub, log, health_seconds=2)
+        while not (status["state"] == "active" and status["healthy"] is True):
+            status = json.loads(watch.next("status", timeout=60).payload)  # the window ran again, and ended
+        assert status["version"] == 2
+    finally:
+        watch.close()
+        device.stop()
