@@ -4,6 +4,7 @@ SIGTERM and SIGKILL; everything back after a Home Assistant restart that lost th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -130,7 +131,8 @@ def test_every_entity_under_one_device(hass: Hass, device: Device, assets: Asset
 
 def test_failed_input_changes_nothing(hass: Hass, device: Device, hass_states: StateLog, assets: Assets,
                                       ha_broker: Broker) -> None:
-    watch = Watcher(ha_broker.url, f"edge/{DEVICE}/results", client_id="ha-failed-input")
+    watch = Watcher(ha_broker.url, f"edge/{DEVICE}/results", f"edge/{DEVICE}/state",
+                    client_id="ha-failed-input")
     try:
         images = labelled(assets.digit_images)
         first, second = images["1"], images["4"]
@@ -138,13 +140,19 @@ def test_failed_input_changes_nothing(hass: Hass, device: Device, hass_states: S
         hass.wait_state(f"sensor.{NODE}_last_label", lambda s: s["state"] == "1")
         before = {e: hass.state(e) for e in (f"sensor.{NODE}_latency", f"sensor.{NODE}_last_score")}
         seen = len(hass_states.changes)
+        watch.drain()  # the state that said "1" is shown already
         broken = device.watch / "broken.png"
         broken.write_bytes(b"this is not an image")
-        while True:  # the device really read it and failed
-            result = watch.next_json("/results")
-            if result["input"].endswith("broken.png"):
-                break
+        result, after = None, None
+        while result is None or after is None:  # the device read it, failed, and published its state
+            message = watch.next(f"edge/{DEVICE}/")
+            body = json.loads(message.payload)
+            if message.topic.endswith("/state"):
+                after = body  # (rate-limited: sent once the failure was observed)
+            elif body["input"].endswith("broken.png"):
+                result = body
         assert result.get("error")
+        assert after["label"] == "1" and after["latency_ms"], after  # the failure changed nothing
         device.drop(second)
         hass.wait_state(f"sensor.{NODE}_last_label", lambda s: s["state"] == "4")
         changes = hass_states.changes[seen:]
