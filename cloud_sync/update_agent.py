@@ -503,8 +503,8 @@ class UpdateAgent:
         if offer.shadow is None and self.shadow_policy is None:
             return None
         if not getattr(self.activator, "can_shadow", False):
-            log.warning("%s v%d asks for a shadow stage this device cannot run; activating after "
-                        "validation", offer.name, offer.version)
+            log.info("%s v%d: a shadow stage needs a serving model to compare with (none yet); it activates "
+                     "after validation", offer.name, offer.version)
             return None
         from edge.shadow import ShadowPolicy
 

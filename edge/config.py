@@ -190,6 +190,18 @@ def _metrics_address(value: Any) -> str:
 _positive = _number(0, strict=True)
 
 
+def _shadow_length(value: Any) -> str:
+    from edge.shadow import parse_length
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    try:
+        parse_length(value if isinstance(value, str) else "")
+    except ConfigError:
+        raise ValueError('a number of samples (200) or a duration ("90s", "10m", "1h")') from None
+    return str(value)
+
+
 def _min_score(value: Any) -> list[str]:
     """A number (every label) or a table of label = score; as ``--min-score`` values ("0.5", "person=0.7")."""
     score = _number(0.0, 1.0)
@@ -292,6 +304,14 @@ KEYS: tuple[Key, ...] = (
         "largest model package accepted, in MB"),
     Key("updates.health_inferences", "health_inferences", _integer(1),
         "health window after an update: first K inferences..."),
+    Key("updates.shadow", "update_shadow", _shadow_length,
+        "shadow-test new models on N live inputs or for a duration (\"10m\") before they serve"),
+    Key("updates.shadow_min_agreement", "shadow_min_agreement", _number(0.0, 1.0),
+        "agreement with the active model a shadowed model needs (default 0.9)"),
+    Key("updates.shadow_max_latency_ratio", "shadow_max_latency_ratio", _positive,
+        "a shadowed model's invoke time at most this times the active model's (default 2)"),
+    Key("updates.shadow_budget", "shadow_budget", _number(0.0, 4.0, strict=True),
+        "a shadowed model's CPU time at most this times the active model's (default 0.25)"),
     Key("updates.health_seconds", "health_seconds", _positive, "...or T seconds, whichever ends first"),
 )
 KEY_BY_NAME = {key.name: key for key in KEYS}
@@ -466,7 +486,8 @@ def _cross_checks(values: dict[str, Any]) -> list[str]:
     needs_mqtt = ["mqtt.version", "mqtt.ca", "mqtt.cert", "mqtt.key", "mqtt.prefix", "mqtt.device_id",
                   "mqtt.telemetry_interval", "homeassistant.discovery", "homeassistant.labels",
                   "homeassistant.off_delay", "homeassistant.threshold", "updates.trust", "updates.groups",
-                  "updates.max_model_size_mb", "updates.health_inferences", "updates.health_seconds"]
+                  "updates.max_model_size_mb", "updates.health_inferences", "updates.health_seconds",
+                  "updates.shadow"]
     for name in needs_mqtt:
         if has(name) and not url:
             errors.append(f"{name} is {values[name]!r} but mqtt.url is not set; it needs an MQTT broker")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from edge.events import EventSettings
     from edge.model import Model
+    from edge.shadow import ShadowPolicy
     from edge.sources.feeds import SourcesSettings
 
 MQTT_VERSIONS = ("5", "3.1.1")
@@ -98,6 +99,7 @@ class UpdateSettings(NamedTuple):
     max_model_size_mb: float = 256.0
     health_inferences: int = 20
     health_seconds: float = 30.0
+    shadow: ShadowPolicy | None = None  # the shadow stage for offers that ask for none; None: no stage
 
     @property
     def enabled(self) -> bool:

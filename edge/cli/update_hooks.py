@@ -76,6 +76,19 @@ def add_update_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="...or T seconds, whichever ends first (default 30)",
     )
+    group.add_argument(
+        "--shadow",
+        dest="update_shadow",
+        metavar="N|DURATION",
+        help="shadow-test every new model on N live inputs (200) or for a duration (10m) before it serves, "
+        "unless its offer asks for its own (docs/updates.md)",
+    )
+    group.add_argument("--shadow-min-agreement", type=float, metavar="X",
+                       help="with --shadow: agreement with the active model it needs (default 0.9)")
+    group.add_argument("--shadow-max-latency-ratio", type=float, metavar="R",
+                       help="with --shadow: at most R times the active model's invoke time (default 2)")
+    group.add_argument("--shadow-budget", type=float, metavar="F",
+                       help="with --shadow: its CPU time at most F times the active model's (default 0.25)")
     if "--state-dir" not in parser._option_string_actions:
         group.add_argument(
             "--state-dir", default=None, help=f"folder of the model store (default: {default_state_dir()})"
@@ -133,7 +146,32 @@ def _agent(
         prefix=mqtt.prefix,
         groups=updates.groups,
         max_size=int(updates.max_model_size_mb * 1024 * 1024),
+        shadow=updates.shadow,
     ).start()
+
+
+def shadow_settings(length: str | None, min_agreement: float | None, max_latency_ratio: float | None,
+                    budget: float | None) -> Any:
+    """The device's own shadow policy (``edge.shadow.ShadowPolicy``) from ``--shadow`` and its options;
+    None without ``--shadow`` (then its options are an error: they would do nothing)."""
+    given = [flag for flag, value in (("--shadow-min-agreement", min_agreement),
+                                      ("--shadow-max-latency-ratio", max_latency_ratio),
+                                      ("--shadow-budget", budget)) if value is not None]
+    if length is None:
+        if given:
+            raise ConfigError(f"{given[0]} needs --shadow N|DURATION (updates.shadow)")
+        return None
+    from edge.shadow import ShadowPolicy, parse_length
+
+    samples, seconds = parse_length(str(length))
+    default = ShadowPolicy()
+    return ShadowPolicy(
+        samples=samples if samples is not None else 1_000_000,  # a duration: as many as the time gives
+        seconds=seconds,
+        min_agreement=default.min_agreement if min_agreement is None else min_agreement,
+        max_latency_ratio=default.max_latency_ratio if max_latency_ratio is None else max_latency_ratio,
+        budget=default.budget if budget is None else budget,
+    ).checked()
 
 
 def wait_for_active_model(updates: UpdateSettings, mqtt: MqttSettings | None, model: ModelSettings) -> Path:

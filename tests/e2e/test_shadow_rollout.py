@@ -46,11 +46,11 @@ class Device:
     """``edge run`` waiting for pushed models, on the stream; JSON results collected."""
 
     def __init__(self, url: str, stream: str, state: Path, pub: Path, log: Path, name: str = "pi",
-                 health_seconds: float = 2) -> None:
+                 health_seconds: float = 2, extra: tuple[str, ...] = ()) -> None:
         command = [*EDGE, "run", stream, "--source-name", "cam", "--resize", "crop", "--mqtt", url,
                    "--device-id", name, "--state-dir", str(state), "--trust", str(pub), "--json",
                    "--health-seconds", str(health_seconds), "--health-inferences", "100000",
-                   "--telemetry-interval", "0", "--profile", "none"]
+                   "--telemetry-interval", "0", "--profile", "none", *extra]
         self.log = log
         with log.open("ab") as stderr:
             self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr,
@@ -218,4 +218,21 @@ def test_a_device_killed_inside_the_health_window_watches_the_model_again(
         assert status["version"] == 2
     finally:
         watch.close()
+        device.stop()
+
+
+def test_a_device_s_own_shadow_policy_applies_to_offers_without_one(
+    assets: Assets, mosquitto: Broker, rtsp_server: Any, shadow_models: ShadowModels, tmp_path: Path  # noqa: F811
+) -> None:
+    key, pub = keys(tmp_path)
+    server = digit_stream(assets, rtsp_server)
+    device = Device(mosquitto.url, server.url, tmp_path / "state", pub, tmp_path / "device.log",
+                    extra=("--shadow", "30", "--shadow-min-agreement", "0.9"))
+    try:
+        assert push(mosquitto.url, shadow_models.active, key)["ok"]  # a first model: nothing to compare with
+        bad = push(mosquitto.url, shadow_models.bad, key)  # the publisher asked for no shadow stage
+        assert not bad["ok"] and "shadow stage failed: agreement" in bad["devices"]["pi"]["detail"], bad
+        assert bad["devices"]["pi"]["shadow"]["policy"]["samples"] == 30
+        assert device.serving() == {"name": "digits", "version": 1}
+    finally:
         device.stop()

@@ -420,6 +420,8 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
             max_model_size_mb=args.max_model_size,
             health_inferences=args.health_inferences,
             health_seconds=args.health_seconds,
+            shadow=update_hooks.shadow_settings(args.update_shadow, args.shadow_min_agreement,
+                                                args.shadow_max_latency_ratio, args.shadow_budget),
         ),
         mqtt=mqtt,
         homeassistant=HomeAssistantSettings(
