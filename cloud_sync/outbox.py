@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -168,9 +168,16 @@ def read_stats(state_dir: str | Path) -> OutboxStats:
 class Outbox:
     """Commit, then publish; forget only on PUBACK. One writer thread does all the SQLite work."""
 
-    def __init__(self, state_dir: str | Path, policy: OutboxPolicy | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: str | Path,
+        policy: OutboxPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = Path(state_dir) / DB_NAME
         self.policy = policy or OutboxPolicy()
+        self.clock = clock  # wall-clock seconds: message ages and retention (a test can make a week pass)
         self._db = connect_db(self.path)
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         if "stream" not in meta:
@@ -234,7 +241,7 @@ class Outbox:
             self._refuse(kind, topic, payload)
             return
         incoming = self._incoming
-        incoming.append((kind, seq, topic, payload, time.time()))
+        incoming.append((kind, seq, topic, payload, self.clock()))
         if len(incoming) > 4 * self.policy.batch:
             self._wake.set()
             deadline = time.monotonic() + BACKPRESSURE_S
@@ -309,7 +316,7 @@ class Outbox:
             with contextlib.suppress(sqlite3.Error), self._reader() as db:
                 row = db.execute("SELECT min(created) FROM outbox WHERE acked IS NULL").fetchone()
                 if row and row[0] is not None:
-                    oldest = round(max(0.0, time.time() - row[0]), 3)
+                    oldest = round(max(0.0, self.clock() - row[0]), 3)
         return OutboxStats(
             pending=self._pending + len(self._incoming),
             pending_bytes=self._pending_bytes,
@@ -411,7 +418,7 @@ class Outbox:
         acks = self._acks
         if not acks:
             return
-        now = time.time()
+        now = self.clock()
         if not self._ack_rows and not self._forget_rows:
             self._ack_since = time.monotonic()
         while acks:
@@ -564,7 +571,7 @@ class Outbox:
         """Drop pending messages past ``max_age_s``; forget acknowledged ones past the retention window."""
         self._last_housekeeping = time.monotonic()
         self._write_batch(flush_acks=True)  # the database must know every acknowledgement first
-        policy, db, now = self.policy, self._db, time.time()
+        policy, db, now = self.policy, self._db, self.clock()
         try:
             db.execute("BEGIN")
             old = db.execute(
