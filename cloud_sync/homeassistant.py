@@ -206,9 +206,10 @@ def source_object_id(name: str) -> str:
 class Discovery:
     """What the device announces. ``labels``: the watched labels (a ``seen`` binary_sensor each and, with
     ``events``, per source a count, an occupancy and a snapshot image each); ``sources``: sources known at
-    start (more come through ``HomeAssistant.add_sources``); ``zones``: zone names of every source, or source
-    -> its zone names; ``events``: the event engine runs (per source an image, an event entity, counts);
-    ``updates``: the update agent runs (an update entity); ``buttons``: reload and snapshot buttons."""
+    start (more come through ``HomeAssistant.add_sources``); ``zones``: zone names of every source, a mapping
+    source -> its zone names, or a function of the source name giving them; ``events``: the event engine
+    runs (per source an image, an event entity, counts); ``updates``: the update agent runs (an update
+    entity); ``buttons``: reload and snapshot buttons."""
 
     topics: DeviceTopics
     labels: tuple[str, ...] = ()
@@ -216,7 +217,7 @@ class Discovery:
     threshold: float = 0.5
     model_name: str | None = None
     sources: Sequence[str] = ()
-    zones: Mapping[str, Sequence[str]] | Sequence[str] = ()
+    zones: Mapping[str, Sequence[str]] | Callable[[str], Sequence[str]] | Sequence[str] = ()
     events: bool = False
     updates: bool = False
     buttons: bool = True
@@ -224,6 +225,8 @@ class Discovery:
     def zones_of(self, source: str) -> tuple[str, ...]:
         if isinstance(self.zones, Mapping):
             return tuple(self.zones.get(source, ()))
+        if callable(self.zones):  # e.g. EventAnnotator.zone_names: sources that appear later too
+            return tuple(self.zones(source))
         return tuple(self.zones)
 
     @property

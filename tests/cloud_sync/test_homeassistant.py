@@ -248,5 +248,10 @@ def test_event_engine_buttons_and_update_configs() -> None:
     ha.add_sources(["porch"])  # a later source gets all its entities at once
     porch = {t for t, _ in published if "/edge_cam-1/source_porch" in t}
     assert porch == set(discovery.source_configs("porch"))
+    by_function = Discovery(DeviceTopics("edge", "cam-1"), labels=("person",), events=True,
+                            zones=lambda source: ("gate",) if source == "porch" else ())
+    assert "homeassistant/sensor/edge_cam-1/source_porch_gate_person_count/config" in (
+        by_function.source_configs("porch"))
+    assert not [t for t in by_function.source_configs("yard") if "gate" in t]
     assert len(porch) == len([t for t in found if "/source_drive-way" in t]) - 4  # no zones: no gate entities
 
