@@ -80,6 +80,12 @@ def _integer(low: int) -> Check:
     return check
 
 
+def _keepalive(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise ValueError("a whole number of seconds from 1 to 65535")
+    return value
+
+
 def _number(low: float, high: float | None = None, strict: bool = False) -> Check:
     bound = (f"> {low}" if strict else f">= {low}") + (f" and <= {high}" if high is not None else "")
 
@@ -285,6 +291,8 @@ KEYS: tuple[Key, ...] = (
         "device id in topics (default: the host name)"),
     Key("mqtt.telemetry_interval", "telemetry_interval", _number(0.0),
         "seconds between telemetry messages; 0 turns them off"),
+    Key("mqtt.keepalive", "keepalive", _keepalive, "MQTT keep-alive seconds; a half-open link is closed "
+        "after 1.5 of them"),
     Key("homeassistant.discovery", "ha_discovery", _boolean, "publish Home Assistant MQTT discovery configs"),
     Key("homeassistant.labels", "ha_label", _list(_string, "label names"),
         "one binary_sensor per label, ON while the label is seen"),

@@ -74,6 +74,7 @@ class MqttSettings(NamedTuple):
     prefix: str = "edge"
     device_id: str | None = None
     telemetry_interval: float = 30.0
+    keepalive: int = 30  # MQTT keep-alive, seconds; a silent link is closed after 1.5 of them (half-open)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True)

@@ -51,6 +51,16 @@ def _positive(value: str) -> float:
     return number
 
 
+def _keepalive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of seconds") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 1 to 65535 seconds (MQTT's keep-alive range)")
+    return number
+
+
 def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the MQTT options to ``edge run``."""
     group = parser.add_argument_group("MQTT sync")
@@ -62,6 +72,9 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
                            help=f"folder of the outbox and model store (default: {default_state_dir()})")
     group.add_argument("--telemetry-interval", type=_positive, default=30.0, metavar="SECONDS",
                        help="seconds between telemetry messages; 0 turns them off (default: 30)")
+    group.add_argument("--keepalive", type=_keepalive, default=30, metavar="SECONDS",
+                       help="MQTT keep-alive; a link silent for 1.5 of them (half-open: no FIN) is closed "
+                            "and reconnected (default: 30)")
     group.add_argument("--ha-discovery", action="store_true", help="announce the device to Home Assistant")
     group.add_argument("--ha-label", action="append", default=[], metavar="LABEL",
                        help="a binary_sensor that is ON while LABEL is seen (repeatable)")
@@ -97,6 +110,7 @@ def device_options(
         prefix=check_prefix(mqtt.prefix),
         protocol=mqtt.version,
         telemetry_interval_s=mqtt.telemetry_interval,
+        keepalive=mqtt.keepalive,
         ha_discovery=ha.discovery,
         ha_labels=ha.labels,
         ha_off_delay_s=ha.off_delay,

@@ -49,13 +49,14 @@ RETRYING = "retrying in the background"
 class WatchRun:
     """``edge run MODEL --watch DIR --mqtt URL`` as a child process; stderr kept in a file."""
 
-    def __init__(self, model: Path, url: str, state: Path, inbox: Path, log: Path, device_id: str) -> None:
+    def __init__(self, model: Path, url: str, state: Path, inbox: Path, log: Path, device_id: str,
+                 extra: tuple[str, ...] = ()) -> None:
         inbox.mkdir(parents=True, exist_ok=True)
         self.state, self.inbox, self.log = state, inbox, log
         with log.open("wb") as stderr:
             self.proc = subprocess.Popen(
                 [*EDGE, "run", str(model), "--watch", str(inbox), "--mqtt", url, "--device-id", device_id,
-                 "--state-dir", str(state), "--telemetry-interval", "0.5", "--top-k", "1"],
+                 "--state-dir", str(state), "--telemetry-interval", "0.5", "--top-k", "1", *extra],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
             )
 
@@ -250,7 +251,7 @@ def test_random_cuts_lose_and_duplicate_nothing(
 def test_half_open_link_is_detected_within_one_and_a_half_keepalives(
     mosquitto: Broker, fault_proxy: ProxyFactory, tmp_path: Path  # noqa: F811
 ) -> None:
-    keepalive = 4  # edge run has no keep-alive flag (30 s): the device session itself, with a short one
+    keepalive = 4  # the device session itself (edge run --keepalive: the test after the next)
     proxy = fault_proxy(mosquitto)
     db = tmp_path / "fleet.sqlite"
     coll = collector(mosquitto.url, db)
@@ -295,6 +296,43 @@ def test_half_open_link_is_detected_within_one_and_a_half_keepalives(
         sync.close(drain_timeout=1)
         coll.close()
         coll.store.close()
+
+
+def test_edge_run_keepalive_flag_detects_a_half_open_link_and_delivers_everything(
+    assets: Assets, mosquitto: Broker, fault_proxy: ProxyFactory, tmp_path: Path  # noqa: F811
+) -> None:
+    """``edge run --keepalive 2`` behind a link that goes silent without FIN: its watchdog closes the link
+    after 1.5 keep-alives of silence (never sooner), reconnects once the link passes again, and every result
+    made meanwhile reaches the collector once."""
+    keepalive, total = 2, 40
+    proxy = fault_proxy(mosquitto)
+    db = tmp_path / "fleet.sqlite"
+    coll = collector(mosquitto.url, db)
+    run = WatchRun(assets.model("digits_int8"), proxy.url, tmp_path / "state", tmp_path / "inbox",
+                   tmp_path / "run.log", "half-open-run", extra=("--keepalive", str(keepalive)))
+    try:
+        wait_for(lambda: coll.stats.telemetry >= 1, timeout=60, what="edge run started")
+        stall = 3.0 * keepalive
+        proxy.stall(stall)
+        stalled_at = time.monotonic()
+        drop(sorted(assets.digit_images.iterdir()), run.inbox, total, rate=10)  # during the stall
+        wait_for(lambda: "half-open" in run.stderr(), timeout=4 * keepalive, what="half-open detected")
+        detected = time.monotonic() - stalled_at
+        wait_for(lambda: complete(coll, db, total), timeout=60, what=f"all {total} results collected")
+        count, ids, seqs = stored(db)
+        assert (count, ids) == (total, total) and seqs == list(range(1, total + 1))
+        assert run.alive(), run.stderr()
+    finally:
+        run.stop()
+        coll.close()
+        coll.store.close()
+    lines = [line for line in run.stderr().splitlines() if "half-open" in line]
+    assert len(lines) == 1, run.stderr()  # one close for one silence
+    assert f"(keep-alive {keepalive}s)" in lines[0]  # the flag reached the connection
+    silent = float(lines[0].split(" for ")[1].split("s ")[0])
+    assert silent >= 1.5 * keepalive, lines[0]  # never closed before 1.5 keep-alives of silence
+    print(f"\nedge run --keepalive {keepalive}: silence measured {silent:.2f}s ({silent / keepalive:.2f}x), "
+          f"noticed by the test {detected:.2f}s after the stall began; {total} results stored once")
 
 
 def test_tls_handshakes_cut_are_retried_not_fatal(

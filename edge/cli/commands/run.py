@@ -409,6 +409,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
             prefix=args.prefix,
             device_id=args.device_id,
             telemetry_interval=args.telemetry_interval,
+            keepalive=args.keepalive,
         )
     return RunSettings(
         model=model,
