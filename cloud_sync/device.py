@@ -41,6 +41,7 @@ class DeviceOptions:
     ha_labels: tuple[str, ...] = ()
     ha_off_delay_s: float = 10.0
     ha_threshold: float = 0.5
+    ha_updates: bool = False  # updates are on (--trust): Home Assistant gets an update entity for the model
     keepalive: int = 30
     reconnect_max: int = 30
     inputs: tuple[Path, ...] = ()  # files and folders given to the run: what ``snapshot`` may read
@@ -298,8 +299,10 @@ class DeviceSync:
         if options.ha_discovery:
             model = getattr(self.pipeline, "model", None)
             self.home_assistant = HomeAssistant(
-                Discovery(self.topics, options.ha_labels, options.ha_off_delay_s, options.ha_threshold,
-                          getattr(model, "name", None)),
+                Discovery(self.topics, self._ha_labels(), options.ha_off_delay_s, options.ha_threshold,
+                          getattr(model, "name", None), events=self.events is not None,
+                          zones=self.events.zone_names if self.events is not None else (),
+                          updates=options.ha_updates),
                 lambda topic, payload, qos, retain: self.connection.publish(topic, payload, qos, retain),
                 sources=self.sources.names() if self.sources is not None else (),
             )
@@ -336,6 +339,12 @@ class DeviceSync:
         self._ticker = threading.Thread(target=self._tick, name="mqtt-ticker", daemon=True)
         self._ticker.start()
         return self
+
+    def _ha_labels(self) -> tuple[str, ...]:
+        """The labels Home Assistant has entities for: ``--ha-label``, else the events' labels of interest."""
+        if self.options.ha_labels or self.events is None:
+            return self.options.ha_labels
+        return tuple(sorted(self.events.settings.filter.labels))
 
     @property
     def bad_payloads(self) -> int:

@@ -89,6 +89,7 @@ def device_options(
     homeassistant: HomeAssistantSettings,
     inputs: tuple[Path, ...] = (),
     watch: Path | None = None,
+    updates: bool = False,
 ) -> Any:
     """``cloud_sync.device.DeviceOptions`` from the run's settings (validated: errors name the flag).
 
@@ -115,6 +116,7 @@ def device_options(
         ha_labels=ha.labels,
         ha_off_delay_s=ha.off_delay,
         ha_threshold=ha.threshold,
+        ha_updates=updates,
         inputs=inputs,
         watch=watch,
     )
@@ -157,7 +159,8 @@ def start_sync(
 
     # files and folders only: `cmd/snapshot` may read under them (never a stream URL with its password)
     inputs = tuple(Path(p) for p in settings.sources.files)
-    options = device_options(mqtt, settings.homeassistant, inputs, settings.sources.watch)
+    options = device_options(mqtt, settings.homeassistant, inputs, settings.sources.watch,
+                             updates=settings.updates.enabled)
     check_update_options(settings.updates)  # a bad --trust or --group fails before anything connects
     reload = _reloader(pipeline, settings.model, settings.updates, mqtt)
     sync = DeviceSync(options, pipeline, reload=reload, sources=board, events=events, frames=frames).start()
