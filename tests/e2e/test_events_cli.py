@@ -103,8 +103,9 @@ def test_events_and_snapshots_go_out_over_mqtt_in_the_results_sequence(
     clip = moving_square(tmp_path / "square.mp4")
     watch = Watcher(mosquitto.url, "edge/cam1/#")
     state = tmp_path / "state"
-    done = edge_run(str(assets.model("ssd")), str(clip), "--std", "255", "--resize", "letterbox",
-                    "--source-name", "yard", "--events", "--min-frames", "2",
+    # --realtime: the clip's own timeline (15 fps); events and the tracker's motion model run on the clock
+    done = edge_run(str(assets.model("ssd")), str(clip), "--realtime", "--std", "255", "--resize",
+                    "letterbox", "--source-name", "yard", "--events", "--min-frames", "2",
                     "--zone", "right=0.5,0,1,0,1,1,0.5,1",
                     "--mqtt", mosquitto.url, "--device-id", "cam1", "--state-dir", str(state),
                     "--telemetry-interval", "0")
@@ -123,7 +124,7 @@ def test_events_and_snapshots_go_out_over_mqtt_in_the_results_sequence(
     assert all(e["schema"] == "edge.event/1" and e["device"] == "cam1" and e["label"] == "0" for e in events)
     assert events[1]["entered_zones"] == ["right"]
     seqs = sorted([r["seq"] for r in results] + [e["seq"] for e in events])
-    assert seqs == list(range(1, 16 + 3 + 1))  # one sequence: 16 results and 3 events, no gap
+    assert len(results) >= 12 and seqs == list(range(1, len(results) + 3 + 1))  # one sequence, no gap
     assert {e["stream"] for e in events} == {results[0]["stream"]}
 
     # retained state: a late subscriber gets the best frame of the latest event and the counts
