@@ -35,7 +35,7 @@ PER_DEVICE = 5000  # 200 x 5000 = 1,000,000 results
 REQUESTS = 200
 INGEST_DEVICES = 20
 INGEST_N = 20_000
-ROUNDS = 3
+ROUNDS = 5
 ROOT = Path(__file__).resolve().parent.parent
 
 
