@@ -1,27 +1,29 @@
 """``python -m demo`` (``make demo``): the whole system in one command, through the real ``edge`` CLIs.
 
- 1. train a small CNN on scikit-learn's bundled digits (the "cloud"; ``converter.digits``),
- 2. ``edge convert --mode int8 --min-agreement 0.98``: a validated, quantized model package,
+ 1. train a small CNN on scikit-learn's bundled digits (the "cloud"; ``converter.digits``), and the same
+    CNN again with another seed (the next version, for the rollout),
+ 2. ``edge convert --mode int8 --min-agreement 0.98``: validated, quantized model packages v1 and v2,
  3. ``edge keygen``: an Ed25519 key pair; ``edge push-model`` signs with it, the device trusts signing.pub,
  4. a local mosquitto on a free port (``cloud_sync.local_broker``), or the broker in ``$MQTT_URL``,
- 5. ``edge collect --db results.sqlite`` (the cloud-side collector); a live MJPEG camera on 127.0.0.1
-    (``demo.camera``, like an ESP32-CAM) showing the held-out digits (the test split, never trained on);
-    ``edge run`` with an empty model store, ``--trust``, ``--mqtt`` and the camera's ``/stream`` URL
-    (``--source-name camera --resize crop``): a device waiting for its first model (it opens its sources
-    only once it serves one),
- 6. ``edge push-model --wait``: the model goes over MQTT; the device verifies, validates and activates it,
+ 5. ``edge collect --db results.sqlite --http 127.0.0.1:PORT`` (the cloud-side collector and its live fleet
+    dashboard, URL printed); a live MJPEG camera on 127.0.0.1 (``demo.camera``, like an ESP32-CAM) showing
+    the held-out digits (the test split, never trained on); ``edge run`` with an empty model store,
+    ``--trust``, ``--mqtt`` and the camera's ``/stream`` URL (``--source-name camera --resize crop``): a
+    device waiting for its first model (it opens its sources only once it serves one),
+ 6. ``edge push-model --wait``: v1 goes over MQTT; the device verifies, validates and activates it,
  7. the camera starts its show: each digit held for ``HOLD`` frames at ``FPS``, so frame ``n`` shows digit
     ``n // HOLD``; after the last frame the stream ends and the camera answers 503 from then on, so the
     device's result for the last frame is its last result,
- 8. the device stopped (SIGTERM) once every result reached the collector; the results read back from the
+ 8. meanwhile ``edge push-model --shadow 100``: v2 runs beside v1 on the camera's live frames (within its CPU
+    budget) and is promoted only once it agrees with v1 on them (its figures beside the converter's own),
+ 9. the device stopped (SIGTERM) once every result reached the collector; the results read back from the
     collector's database: accuracy of each result against the digit its ``frame`` showed, latency p50/p95
-    from ``timing_ms``, capture-to-result p50/p95, results sent, stored and lost, and the frames the device
-    skipped for a newer one (live semantics: skipped, never queued; not lost).
+    from ``timing_ms``, capture-to-result p50/p95, results sent, stored and lost, per model version, and the
+    frames the device skipped for a newer one (live semantics: skipped, never queued; not lost).
 
 Everything it started is stopped at the end, on failure and on Ctrl-C. Exit 0 only when every step worked,
-nothing was lost and every digit shown got a result; otherwise 1 with a one-line reason. ``--json`` adds
-the summary as a last JSON line.
-"""
+nothing was lost, every digit shown got a result and v2 passed its shadow stage; otherwise 1 with a one-line
+reason. ``--json`` adds the summary as a last JSON line."""
 
 from __future__ import annotations
 
@@ -50,14 +52,16 @@ MIN_AGREEMENT = "0.98"
 PUSH_WAIT_S = 60
 SOURCE = "camera"  # the device's name for the camera (--source-name): in every result and MQTT topic
 FPS = 60.0  # the camera's frame rate...
-HOLD = 2  # ...and the frames each digit stays on: 450 digits in 15 s, each on screen for 33 ms
+HOLD = 3  # ...and the frames each digit stays on: 450 digits in 22.5 s, each on screen for 50 ms
 FRAME_SIZE = 240  # the camera's picture: each 8x8 digit scaled up 30 times, NEAREST
 COUNTERS = re.compile(
     rf"^edge run: source {SOURCE}: (?P<captured>\d+) frame\(s\) captured, (?P<inferred>\d+) inferred, "
     r"(?P<skipped>\d+) skipped for a newer one, (?P<motion_skipped>\d+) without motion, "
     r"(?P<reconnects>\d+) reconnect\(s\), (?P<errors>\d+) error\(s\); (?P<state>\S+)$"
 )
-STEPS = 8
+STEPS = 9
+SHADOW_SAMPLES = 100  # the retrained model's shadow stage: live inputs it must agree on before it serves
+SHADOW_AGREEMENT = "0.85"  # two trainings of one CNN, both ~97 % right, agree on ~95 % of the frames
 
 
 @dataclass
@@ -85,6 +89,10 @@ class Summary:
     gaps: int = 0
     wall_s: float = 0.0
     workdir: str = ""
+    dashboard: str = ""  # the collector's dashboard URL
+    shadow: dict[str, Any] = field(default_factory=dict)  # the retrained model's shadow figures
+    promoted: int = 0  # the version serving at the end (the retrained one once it passed its shadow stage)
+    by_version: dict[str, int] = field(default_factory=dict)  # stored results per model version
 
     @property
     def accuracy(self) -> float:
@@ -100,10 +108,14 @@ class Summary:
         return data
 
     def ok(self) -> bool:
-        return self.lost == 0 and self.gaps == 0 and self.answered == self.held_out > 0
+        promoted = self.promoted == self.version + 1 and bool(self.shadow.get("passed"))
+        return self.lost == 0 and self.gaps == 0 and self.answered == self.held_out > 0 and promoted
 
     def render(self) -> str:
         total, invoke = self.latency_ms.get("total", {}), self.latency_ms.get("invoke", {})
+        converter = self.shadow.get("converter") or {}
+        versions = ", ".join(f"v{v}: {n}" for v, n in sorted(self.by_version.items()))
+        verdict = f"promoted: v{self.promoted} serves" if self.promoted > self.version else "not promoted"
         capture = self.latency_ms.get("capture_to_result", {})
         return "\n".join(
             [
@@ -111,6 +123,14 @@ class Summary:
                 "-------",
                 f"model        {self.model} v{self.version} ({self.mode}), pushed over MQTT to device "
                 f"{self.device} via {self.broker}",
+                f"rollout      v{self.version + 1} (retrained, seed 1) shadowed v{self.version} on "
+                f"{self.shadow.get('samples', 0)} live frames: agreement {self.shadow.get('agreement')} "
+                f"(the converter's own {converter.get('top1_agreement')}), latency "
+                f"{self.shadow.get('latency_ratio')}x, CPU {self.shadow.get('budget_used')} of "
+                f"v{self.version}'s; {verdict}",
+                f"by version   {versions or 'none'} results stored",
+                f"dashboard    {self.dashboard or 'off'} (the collector's fleet view and /metrics; "
+                "it stops with the demo)",
                 f"camera       {self.camera}: MJPEG, {self.held_out} held-out digits x {self.hold} frames "
                 f"= {self.frames} frames at {self.fps:g} fps",
                 f"accuracy     {self.accuracy:.2%} of {self.stored} results name the digit their frame "
@@ -128,6 +148,14 @@ class Summary:
                 f"work folder  {self.workdir}",
             ]
         )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def step(number: int, text: str) -> None:
@@ -160,6 +188,7 @@ class Demo:
         self.labels: list[str] = []  # the label of each digit the camera shows, in order
         self.device: Service | None = None
         self.collector: Service | None = None
+        self.shadow_push: Service | None = None
         self.printed = 0  # result records the device printed
         self.last_frame = -1  # the highest camera frame the device printed a result for
         self.summary = Summary(workdir=str(workdir.resolve()))
@@ -171,13 +200,15 @@ class Demo:
         self.prepare()
         assets, x_test, y_test = self.train()
         package = self.convert(assets)
+        retrained = self.convert(assets, retrained=True)
         keys = self.keygen()
         self.start_broker()
         self.start_collector()
         self.start_camera(x_test, y_test)
         self.start_device(keys / "signing.pub")
         self.push(package, keys / "signing.key")
-        self.stream()
+        self.stream(lambda: self.start_shadowed_push(retrained, keys / "signing.key"))
+        self.finish_shadowed_push()
         self.wait_collected()
         self.finish()
         self.summary.wall_s = round(time.monotonic() - self.started, 1)
@@ -213,22 +244,30 @@ class Demo:
         began = time.monotonic()
         import_tensorflow_quietly()
         assets = save_digits_assets(self.workdir / "assets", data)
-        note(f"{assets['model']} in {time.monotonic() - began:.1f} s")
+        from converter.digits import train_digits_model
+
+        assets["retrained"] = assets["model"].with_name("digits_seed1.keras")
+        train_digits_model(data, seed=1).save(assets["retrained"])  # the next version: the same CNN, seed 1
+        note(f"{assets['model']} and, for the rollout, {assets['retrained'].name} (seed 1) in "
+             f"{time.monotonic() - began:.1f} s")
         held_out = np.load(assets["eval"])
         x_test, y_test = held_out["x"], held_out["y"]
         if self.limit is not None:
             x_test, y_test = x_test[: self.limit], y_test[: self.limit]
         return assets, x_test, y_test
 
-    def convert(self, assets: dict[str, Path]) -> Path:
+    def convert(self, assets: dict[str, Path], retrained: bool = False) -> Path:
         models = self.workdir / "models"
-        models.mkdir()
+        models.mkdir(exist_ok=True)
+        source = assets["retrained" if retrained else "model"]
         argv = [
             *EDGE,
             "convert",
-            str(assets["model"]),
+            str(source),
             "-o",
             f"{models}/",
+            "--version",
+            "2" if retrained else "1",
             "--mode",
             "int8",
             "--calib",
@@ -243,9 +282,12 @@ class Demo:
             MIN_AGREEMENT,
             "--json",
         ]
-        step(2, " ".join(display(argv[:-1])))
+        if retrained:
+            note(" ".join(display(argv[:-1])))
+        else:
+            step(2, " ".join(display(argv[:-1])))
         began = time.monotonic()
-        done = run_command("convert", argv, self.logs, timeout=300)
+        done = run_command("convert-v2" if retrained else "convert", argv, self.logs, timeout=300)
         try:
             result = json.loads("\n".join(done.lines["out"]))
         except ValueError as exc:
@@ -253,8 +295,9 @@ class Demo:
                 f"edge convert --json printed no JSON ({exc}); see {self.logs}/convert.out"
             ) from exc
         report = result["report"]
-        self.summary.model, self.summary.version = result["name"], result["version"]
-        self.summary.mode = f"{report['mode']}, {report['io_type']} I/O"
+        if not retrained:
+            self.summary.model, self.summary.version = result["name"], result["version"]
+            self.summary.mode = f"{report['mode']}, {report['io_type']} I/O"
         accuracy = report.get("accuracy_converted")
         note(
             f"{result['output']}: {report['output_size_bytes']:,} B "
@@ -299,6 +342,8 @@ class Demo:
             self.url,
             "--db",
             str(db),
+            "--http",
+            f"127.0.0.1:{free_port()}",
             "--client-id",
             f"demo-collect-{self.token}",
         ]
@@ -306,10 +351,14 @@ class Demo:
         self.collector = Service("collect", argv, self.logs).start()
         collector = self.collector
         collector.wait_for(
-            lambda: any("listening" in line for line in collector.lines["err"]),
+            lambda: any("dashboard and /metrics on " in line for line in collector.lines["err"]),
             60,
-            "it subscribed",
+            "it subscribed and served its dashboard",
         )
+        for line in collector.lines["err"]:
+            if "dashboard and /metrics on " in line:
+                self.summary.dashboard = line.rsplit(" on ", 1)[1].strip()
+        note(f"fleet dashboard: {self.summary.dashboard} (live; open it in a browser while the demo runs)")
 
     def start_camera(self, x_test: Any, y_test: Any) -> None:
         self.labels = [str(int(label)) for label in y_test]
@@ -396,9 +445,50 @@ class Demo:
         detail = str(outcome.get("detail") or push.last_error())
         raise DemoError(f"edge push-model failed (exit {code}): {detail}")
 
-    def stream(self) -> None:
-        """Start the camera's show; wait for the device's result for its last frame (always inferred: a live
-        source keeps its newest frame, and no frame ever comes after it)."""
+    def start_shadowed_push(self, package: Path, key: Path) -> None:
+        """Push the retrained v2 while the camera plays: each device runs it beside v1 on the live frames
+        and promotes it only if it agrees (``--shadow``)."""
+        argv = [*EDGE, "push-model", str(package), "--key", str(key), "--mqtt", self.url, "--device",
+                self.device_id, "--shadow", str(self.shadow_samples()), "--min-agreement", SHADOW_AGREEMENT,
+                "--wait", str(PUSH_WAIT_S), "--json"]
+        step(8, " ".join(display(argv[:-1])) + "  (while the camera plays)")
+
+        def show(stream: str, line: str) -> None:
+            if stream == "err" and line.strip():
+                note(line.strip())
+
+        self.shadow_push = Service("push-model-v2", argv, self.logs, on_line=show).start()
+
+    def shadow_samples(self) -> int:
+        """Samples the show can give the shadow within its budget (a quarter of the frames at most), so a
+        short show (``--limit``) still ends the stage: an eighth of the frames, 10 to 100."""
+        assert self.camera is not None
+        return max(10, min(SHADOW_SAMPLES, self.camera.frames // 8))
+
+    def finish_shadowed_push(self) -> None:
+        push = self.shadow_push
+        assert push is not None
+        try:
+            code = push.wait_exit(PUSH_WAIT_S + 60)
+        finally:
+            push.stop(grace=5)
+        try:
+            outcome = json.loads("\n".join(push.lines["out"]))["devices"][self.device_id]
+        except (ValueError, KeyError, TypeError):
+            outcome = {}
+        self.summary.shadow = dict(outcome.get("shadow") or {})
+        if code != 0:
+            detail = str(outcome.get("detail") or push.last_error())
+            raise DemoError(f"the shadowed rollout of v2 failed (exit {code}): {detail}")
+        figures = self.summary.shadow
+        self.summary.promoted = self.summary.version + 1
+        note(f"v2 promoted after {figures.get('samples')} live frames beside v1: agreement "
+             f"{figures.get('agreement')}, latency {figures.get('latency_ratio')}x, "
+             f"{figures.get('skipped')} frames left to v1 alone (the shadow's CPU budget)")
+
+    def stream(self, during: Any = None) -> None:
+        """Start the camera's show (and ``during()`` then); wait for the device's result for its last frame
+        (always inferred: a live source keeps its newest frame, and no frame ever comes after it)."""
         assert self.camera is not None and self.device is not None
         camera, device = self.camera, self.device
         step(
@@ -407,6 +497,8 @@ class Demo:
             f"{camera.fps:g} fps ({camera.seconds:.1f} s), read live by the device from {camera.url}",
         )
         camera.show()
+        if during is not None:
+            during()
         last = camera.frames - 1
         try:
             device.wait_for(
@@ -461,7 +553,7 @@ class Demo:
 
     def finish(self) -> None:
         step(
-            8, "stopping the device and the collector; reading the results back from the collector's database"
+            9, "stopping the device and the collector; reading the results back from the collector's database"
         )
         assert self.device is not None and self.collector is not None
         code = self.device.stop()
@@ -543,10 +635,12 @@ class Demo:
                     f"the collector stored a result of source {result.get('source')!r}, frame {frame!r}: "
                     f"not one of the camera's {self.summary.frames} frames"
                 )
-            if (result.get("model") or {}).get("version") != self.summary.version:
+            version = (result.get("model") or {}).get("version")
+            if version not in (self.summary.version, self.summary.version + 1):
                 raise DemoError(
-                    f"the result for frame {frame} names {result.get('model')}, not the model pushed"
+                    f"the result for frame {frame} names {result.get('model')}, not a model pushed"
                 )
+            self.summary.by_version[str(version)] = self.summary.by_version.get(str(version), 0) + 1
             frames.add(frame)
             classes = result.get("classes") or []
             label = self.labels[frame // self.summary.hold]  # the digit the frame showed

@@ -105,13 +105,20 @@ def test_make_demo_classifies_a_live_camera_showing_the_held_out_digits_and_lose
     assert summary["broker"].startswith("mqtt://127.0.0.1:") and summary["device"] == "demo"
     assert summary["camera"].startswith("http://127.0.0.1:") and summary["camera"].endswith("/stream")
     # what the user reads: every step, the device on the camera's URL, the summary, the work folder
-    for text in ("[1/8]", "edge convert", "edge keygen", "edge push-model", "[7/8]", "[8/8]", "summary"):
+    for text in ("[1/9]", "edge convert", "edge keygen", "edge push-model", "[7/9]", "--shadow", "[9/9]",
+                 "summary"):
         assert text in done.stdout
     assert f"{summary['camera']} --source-name camera --resize crop" in done.stdout
     assert f"frames skipped for a newer one: {summary['skipped']} (not lost)" in done.stdout
     assert str(work.resolve()) in done.stdout
     # the real artefacts are there: package, keys, the collector's database; no watch folder any more
     assert (work / "models" / "digits-v1.edgepkg").is_file() and (work / "keys" / "signing.pub").is_file()
+    assert (work / "models" / "digits-v2.edgepkg").is_file()
+    # the shadowed rollout: v2 ran beside v1 on the live frames, agreed, and took over between two frames
+    shadow = summary["shadow"]
+    assert shadow["passed"] and shadow["samples"] >= 10 and shadow["agreement"] >= 0.85, shadow
+    assert shadow["budget_used"] <= 0.4 and shadow["converter"]["top1_agreement"] >= 0.98
+    assert summary["promoted"] == 2 and summary["dashboard"].startswith("http://127.0.0.1:")
     assert not (work / "device" / "inbox").exists()
     device_log = (work / "logs" / "device.err").read_text()
     assert "edge run: source camera: streaming" in device_log
@@ -121,7 +128,11 @@ def test_make_demo_classifies_a_live_camera_showing_the_held_out_digits_and_lose
     frames = sorted(r["frame"] for r in results)
     assert len(set(frames)) == len(frames) and frames[0] >= 0 and frames[-1] == summary["frames"] - 1
     assert {r["source"] for r in results} == {"camera"}
-    assert all(r["model"] == {"name": "digits", "version": 1} and r["error"] is None for r in results)
+    assert all(r["model"]["name"] == "digits" and r["error"] is None for r in results)
+    by_frame = sorted((r["frame"], r["model"]["version"]) for r in results)
+    versions = [version for _, version in by_frame]
+    assert versions == sorted(versions) and set(versions) <= {1, 2} and versions[-1] == 2  # one switch
+    assert summary["by_version"] == {str(v): versions.count(v) for v in set(versions)}
     assert all(r["captured_at"] > 0 and r["timing_ms"]["capture_to_result"] > 0 for r in results)
     labels = np.load(work / "assets" / "eval.npz")["y"]
     right = sum(r["classes"][0]["label"] == str(labels[r["frame"] // hold]) for r in results)
