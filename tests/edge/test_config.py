@@ -62,7 +62,8 @@ BROKEN = [
     ('state_dir = "/s"\n[mqtt]\nurl = "mqtt://b"\ndevice-id = "x"\n', ["did you mean 'mqtt.device_id'"]),
     (
         'state_dir = "/s"\n[camera]\nurl = "x"\n',
-        ["unknown key 'camera'", "allowed at the top level: profile, state_dir, source, zone, [events], [homeassistant]"],
+        ["unknown key 'camera'",
+         "allowed at the top level: profile, state_dir, source, zone, [events], [homeassistant]"],
     ),
     ('state_dir = "/s"\n[task]\ntop_k = "3"\n', ["task.top_k is '3' (a string); allowed: an integer >= 1"]),
     ('state_dir = "/s"\n[task]\ntop_k = 0\n', ["task.top_k is 0", "an integer >= 1"]),
