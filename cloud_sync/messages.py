@@ -24,15 +24,31 @@ _COMPACT = (",", ":")
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact JSON bytes."""
-    return json.dumps(obj, separators=_COMPACT, default=str).encode()
+    """Compact, strict JSON bytes: a NaN or infinite float (a broken model's score) becomes null, since
+    ``decode_json`` refuses NaN and Infinity (they are not JSON)."""
+    try:
+        return json.dumps(obj, separators=_COMPACT, default=str, allow_nan=False).encode()
+    except ValueError as exc:
+        if "Out of range float" not in str(exc):
+            raise
+        return json.dumps(_finite(obj), separators=_COMPACT, default=str).encode()
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(value) for value in obj]
+    return obj
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _finite(text: str) -> float:
+def _finite_number(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"{text[:20]} is out of range for a number")
@@ -44,7 +60,7 @@ def loads_strict(payload: bytes) -> Any:
     enough to exhaust the stack (``ValueError`` for each; ``UnicodeDecodeError`` for bytes that are not UTF-8,
     UTF-16/32 included: stored payloads are UTF-8 text)."""
     try:
-        return json.loads(payload.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
+        return json.loads(payload.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_number)
     except RecursionError as exc:
         raise ValueError("nested too deeply") from exc
 

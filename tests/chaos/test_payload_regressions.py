@@ -61,3 +61,14 @@ def test_status_active_needs_a_string_name_and_an_integer_version(active: dict[s
     """The collector reads int(active['version']): a string there raised ValueError in its network thread."""
     with pytest.raises(PayloadError, match="status.active"):
         Status.from_bytes(json.dumps({"state": "active", "active": active}).encode())
+
+
+def test_a_device_never_sends_nan_the_collector_would_refuse() -> None:
+    """A broken model's NaN score is sent as null (strict JSON), so its result is stored, not refused."""
+    from cloud_sync.messages import build_result, dumps
+
+    message = build_result({"model": {}, "top": [{"score": float("nan")}, {"score": float("inf")}, 0.5]},
+                           device="cam1", stream="s1", seq=1)
+    body = validate_result(decode_json(dumps(message), "edge/cam1/results"), "edge/cam1/results")
+    assert body["top"] == [{"score": None}, {"score": None}, 0.5]
+    assert dumps({"a": 1.5}) == b'{"a":1.5}'
