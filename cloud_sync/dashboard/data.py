@@ -133,7 +133,8 @@ class FleetData:
         """Per offered package (name, version): each device's offer and update state.
 
         The stage is ``canary`` while some devices that report an update state have no offer of the package
-        yet (a canary wave waits for its first devices), ``rollout`` once every one has it."""
+        yet (a canary wave waits for its first devices), ``shadow`` while a device runs the candidate beside
+        its model on live inputs, ``rollout`` once every one has it."""
         rows = self.live.rows()
         targets: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for row in rows:
@@ -163,11 +164,13 @@ class FleetData:
                     "progress": update.get("progress", 0.0) if mine else (1.0 if active else 0.0),
                     "reason": update.get("reason", "") if mine else "",
                     "healthy": update.get("healthy") if mine else None,
+                    "shadow": update.get("shadow") if mine else None,
                 })
             n_offered = sum(d["offered"] for d in devices)
             out.append({
                 "name": name, "version": version, "devices": devices,
-                "stage": "canary" if 0 < n_offered < len(devices) else "rollout",
+                "stage": "canary" if 0 < n_offered < len(devices) else (
+                    "shadow" if any(d["state"] == "shadowing" for d in devices) else "rollout"),
                 "offered": n_offered, "active": sum(d["state"] == "active" for d in devices),
                 "failed": sum(d["state"] in ("rejected", "rolled_back") for d in devices),
             })

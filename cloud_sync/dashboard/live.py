@@ -149,6 +149,7 @@ class LiveFleet:
                 live.update = {
                     "state": body.state, "name": body.name, "version": body.version,
                     "progress": body.progress, "reason": body.reason, "healthy": body.healthy, "ts": body.ts,
+                    "shadow": shadow_brief(body.shadow),
                 }
                 if body.active:
                     live.model = {"name": body.active.get("name"), "version": body.active.get("version")}
@@ -272,3 +273,16 @@ class LiveFleet:
             self.invalid += 1
             return
         self.observe("counts", device, (parts[1], body))
+
+
+def shadow_brief(shadow: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the dashboard shows of a shadow stage (the figures, not the counts it resumes from)."""
+    if not shadow:
+        return None
+    keys = ("samples", "target", "agreement", "latency_ratio", "budget_used", "failures", "passed", "reason",
+            "recall")
+    brief = {key: shadow.get(key) for key in keys if key in shadow}
+    converter = shadow.get("converter")
+    if isinstance(converter, dict):
+        brief["converter_agreement"] = converter.get("top1_agreement")
+    return brief

@@ -39,11 +39,18 @@
     const pct = Math.round((progress || 0) * 100);
     return `<span class="bar" title="${pct}%"><span style="width:${pct}%"></span></span> <span class="pct">${pct}%</span>`;
   }
+  function shadowText(shadow) {
+    if (!shadow) return "";
+    const conv = shadow.converter_agreement != null ? ` (converter ${esc(shadow.converter_agreement)})` : "";
+    return `shadow: agreement ${esc(shadow.agreement ?? "–")} on ${esc(shadow.samples)} live inputs${conv}, ` +
+      `latency ${esc(shadow.latency_ratio ?? "–")}x`;
+  }
   function modelText(model) { return model && model.name ? `${esc(model.name)} v${esc(model.version)}` : "–"; }
   function updateText(update) {
     if (!update || !update.state) return "–";
     let text = stateSpan(update.state) + (update.version ? ` v${esc(update.version)}` : "");
-    if (update.state === "downloading") text += " " + bar(update.progress);
+    if (update.state === "downloading" || update.state === "shadowing") text += " " + bar(update.progress);
+    if (update.shadow) text += ` <span class="muted">${shadowText(update.shadow)}</span>`;
     if (update.reason) text += ` <span class="muted">${esc(update.reason)}</span>`;
     return text;
   }
@@ -148,9 +155,9 @@
     const parts = doc.rollouts.map((r) => `<section class="rollout"><h2>${esc(r.name)} v${esc(r.version)}
       <span class="stage">${esc(r.stage)}</span> <span class="muted">${esc(r.offered)} offered, ${esc(r.active)} active,
       ${esc(r.failed)} failed</span></h2><table><thead><tr><th>device</th><th>online</th><th>state</th><th>progress</th>
-      <th>reason</th></tr></thead><tbody>${r.devices.map((d) => `<tr data-device="${esc(d.device)}"><td>${esc(d.device)}</td>
+      <th>shadow</th><th>reason</th></tr></thead><tbody>${r.devices.map((d) => `<tr data-device="${esc(d.device)}"><td>${esc(d.device)}</td>
       <td>${stateSpan(onlineText(d.online))}</td><td>${stateSpan(d.state)}</td><td>${bar(d.progress)}</td>
-      <td class="muted">${esc(d.reason)}</td></tr>`).join("")}</tbody></table></section>`).join("");
+      <td class="muted">${shadowText(d.shadow)}</td><td class="muted">${esc(d.reason)}</td></tr>`).join("")}</tbody></table></section>`).join("");
     main.innerHTML = parts || '<p class="muted">no rollout: no device has been offered a model</p>';
   }
 
