@@ -104,11 +104,15 @@ class RunCollector:
         self.board: Any = None
         self.latency: LatencySink | None = None
         self.outbox: Any = None
+        self.updates: Any = None
 
     def attach(
-        self, pipeline: Any, board: Any, latency: LatencySink | None = None, outbox: Any = None
+        self, pipeline: Any, board: Any, latency: LatencySink | None = None, outbox: Any = None,
+        updates: Any = None,
     ) -> None:
+        """``updates``: the update agent (its ``status``: the state of the latest model update)."""
         self.pipeline, self.board, self.latency, self.outbox = pipeline, board, latency, outbox
+        self.updates = updates
 
     def describe(self) -> list[Any]:
         return []  # the families depend on the run: collect() is not called at registration
@@ -164,6 +168,9 @@ class RunCollector:
             yield from _source_families(board.snapshot())
         if outbox is not None:
             yield from _outbox_families(outbox)
+        status = getattr(self.updates, "status", None)
+        if status is not None:
+            yield from _update_families(status)
 
 
 _SOURCE_COUNTERS = (
@@ -174,6 +181,37 @@ _SOURCE_COUNTERS = (
     ("reconnects", "edge_source_reconnects", "reconnects"),
     ("errors", "edge_source_errors", "read or decode errors"),
 )
+
+
+UPDATE_STATES = ("idle", "downloading", "verifying", "validating", "shadowing", "active", "rejected",
+                 "rolled_back")
+
+
+def _update_families(status: Any) -> Iterator[Any]:
+    """The latest model update: its state (one gauge per state, 1 for the current one), progress, version,
+    and the shadow stage's running agreement."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    state = GaugeMetricFamily("edge_update_state", "1 for the state of the latest model update",
+                              labels=["state"])
+    for name in UPDATE_STATES:
+        state.add_metric([name], 1.0 if status.state == name else 0.0)
+    yield state
+    progress = GaugeMetricFamily("edge_update_progress_ratio", "progress of that state, 0 to 1")
+    progress.add_metric([], float(status.progress))
+    yield progress
+    version = GaugeMetricFamily("edge_update_version", "the model version the latest update is about")
+    version.add_metric([], float(status.version))
+    yield version
+    shadow = status.shadow or {}
+    if shadow.get("agreement") is not None:
+        agreement = GaugeMetricFamily("edge_update_shadow_agreement_ratio",
+                                      "the shadowed candidate's agreement with the serving model")
+        agreement.add_metric([], float(shadow["agreement"]))
+        yield agreement
+        samples = GaugeMetricFamily("edge_update_shadow_samples", "live inputs the candidate was compared on")
+        samples.add_metric([], float(shadow.get("samples") or 0))
+        yield samples
 
 
 def _source_families(snapshot: dict[str, dict[str, Any]]) -> Iterator[Any]:

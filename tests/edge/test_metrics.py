@@ -311,3 +311,31 @@ def test_with_mqtt_the_outbox_depth_and_age(assets, mosquitto_factory, tmp_path:
             process.kill()
             process.communicate()
     assert process.returncode == 0, stderr
+
+
+def test_the_latest_model_update_and_its_shadow_stage(assets) -> None:
+    """The update agent's status (a device shadowing a candidate) as gauges, read by Prometheus' parser."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edge.metrics import RunCollector
+    from edge.model import load_model
+    from edge.pipeline import Pipeline
+
+    status = SimpleNamespace(state="shadowing", progress=0.35, version=3,
+                             shadow={"agreement": 0.8, "samples": 70})
+    collector = RunCollector()
+    pipeline = Pipeline(load_model(assets.model("digits_int8")))
+    collector.attach(pipeline, None, updates=SimpleNamespace(status=status))
+    registry = CollectorRegistry()
+    registry.register(collector)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(generate_latest(registry).decode())
+               for s in family.samples}
+    assert samples[("edge_update_state", (("state", "shadowing"),))] == 1.0
+    assert samples[("edge_update_state", (("state", "active"),))] == 0.0
+    assert samples[("edge_update_progress_ratio", ())] == 0.35 and samples[("edge_update_version", ())] == 3
+    assert samples[("edge_update_shadow_agreement_ratio", ())] == 0.8
+    assert samples[("edge_update_shadow_samples", ())] == 70

@@ -642,7 +642,8 @@ def run(args: argparse.Namespace) -> int:
 
         latency = LatencySink()
         pipeline.add_sink(latency)
-        metrics.collector.attach(pipeline, board, latency, getattr(session, "outbox", None))
+        metrics.collector.attach(pipeline, board, latency, getattr(session, "outbox", None),
+                                 getattr(session, "updates", None))
     sdnotify.notify(f"STATUS=serving {model.name} v{model.version}")
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
