@@ -216,3 +216,34 @@ def test_wait_drained_sees_a_batch_the_writer_is_committing(tmp_path: Path, monk
     assert outbox.wait_drained(10) is True
     outbox.close()
     assert read_stats(tmp_path).pending == 0
+
+
+@pytest.mark.parametrize(("mode", "level"), [("NORMAL", 1), ("FULL", 2)])
+def test_synchronous_setting_is_applied(tmp_path: Path, mode: str, level: int) -> None:
+    outbox = Outbox(tmp_path, OutboxPolicy(synchronous=mode))
+    try:
+        assert outbox._db.execute("PRAGMA synchronous").fetchone()[0] == level
+    finally:
+        outbox.close()
+
+
+def test_an_unknown_synchronous_setting_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(OutboxError, match="synchronous 'OFF' is not one of NORMAL, FULL"):
+        Outbox(tmp_path, OutboxPolicy(synchronous="OFF"))
+
+
+def test_ages_follow_the_injected_clock(tmp_path: Path) -> None:
+    """``clock=``: message ages (and the age bound) use it, so a test can make a week pass."""
+    now = [1_000_000.0]
+    outbox = Outbox(tmp_path, OutboxPolicy(max_age_s=3600, housekeeping_s=0.01), clock=lambda: now[0])
+    outbox.start(None)
+    try:
+        add_results(outbox, 3)
+        wait_for(lambda: outbox.stats().pending_bytes > 0, timeout=10, what="committed")
+        now[0] += 1800
+        assert outbox.stats().oldest_age_s == 1800
+        now[0] += 3600
+        wait_for(lambda: outbox.stats().dropped == 3, timeout=10, what="dropped by age")
+    finally:
+        outbox.close()
+    assert read_stats(tmp_path).dropped == 3 and read_stats(tmp_path).refused == 0
