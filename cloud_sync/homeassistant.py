@@ -88,15 +88,22 @@ BUTTONS = (
 # back offer is not offered any more (latest = installed) and its reason is the release summary.
 UPDATE_TEMPLATE = (
     "{% set s = value_json %}{% set a = s.get('active') or {} %}"
-    "{% set busy = s.get('state') in ['downloading', 'verifying', 'validating'] %}"
+    "{% set busy = s.get('state') in ['downloading', 'verifying', 'validating', 'shadowing'] %}"
     "{% set failed = s.get('state') in ['rejected', 'rolled_back'] %}"
     "{% set installed = (a.get('version') | string) if a.get('version') else none %}"
+    # a shadow stage's figures (the field's agreement beside the converter's) join the reason in the summary
+    "{% set sh = s.get('shadow') or {} %}{% set conv = (sh.get('converter') or {}).get('top1_agreement') %}"
+    "{% set figures = ('shadow stage: agreement ' ~ sh.get('agreement') ~ ' on ' ~ sh.get('samples')"
+    " ~ ' live inputs' ~ ((' (converter ' ~ conv ~ ')') if conv is not none else '')"
+    " ~ ', latency ' ~ sh.get('latency_ratio') ~ 'x') if sh else '' %}"
+    "{% set why = ((s.get('state') | replace('_', ' ')) ~ ': ' ~ s.get('reason'))"
+    " if s.get('reason') else '' %}"
+    "{% set summary = [why, figures] | reject('equalto', '') | join('; ') %}"
     # Home Assistant 2025's MQTT update schema refuses null strings: keys without a value are left out
     "{{ dict([('installed_version', installed),"
     " ('latest_version', (s.get('version') | string) if s.get('version') and not failed else installed),"
     " ('title', (s.get('name') if s.get('name') and not failed else a.get('name')) or none),"
-    " ('release_summary', ((s.get('state') | replace('_', ' ')) ~ ': ' ~ s.get('reason'))[:255]"
-    " if s.get('reason') else none)] | rejectattr('1', 'none') | list,"
+    " ('release_summary', summary[:255] if summary else none)] | rejectattr('1', 'none') | list,"
     " in_progress=busy,"
     " update_percentage=((s.get('progress', 0) * 100) | round(1)) if busy else none) | to_json }}"
 )

@@ -188,6 +188,15 @@ def test_templates_as_home_assistant_renders_them(hass: Hass) -> None:
         "installed_version": "4", "latest_version": "5", "title": "ssd", "in_progress": True,
         "update_percentage": 25.0}
     assert update(state="rolled_back", version=5, progress=1.0, reason="unhealthy")["latest_version"] == "4"
+    shadow = {"agreement": 0.8, "samples": 70, "latency_ratio": 1.08, "converter": {"top1_agreement": 1.0}}
+    shadowing = update(state="shadowing", version=5, progress=0.35, shadow=shadow)
+    assert shadowing["in_progress"] is True and shadowing["update_percentage"] == 35.0
+    assert shadowing["release_summary"] == (
+        "shadow stage: agreement 0.8 on 70 live inputs (converter 1.0), latency 1.08x")
+    rejected = update(state="rejected", version=5, progress=0.35, shadow=shadow,
+                      reason="shadow stage failed: agreement 0.800 < 0.9")
+    assert rejected["latest_version"] == "4" and rejected["release_summary"].startswith(
+        "rejected: shadow stage failed: agreement 0.800 < 0.9; shadow stage: agreement 0.8 on 70")
     idle = json.loads(hass.render(UPDATE_TEMPLATE, value_json={"state": "idle", "active": None}))
     assert idle == {"in_progress": False, "update_percentage": None}  # no null strings (2025's schema)
     counts = {"labels": {"Bob's car": 3}, "zones": {"it's \\ here": {"Bob's car": 1}}}
