@@ -254,7 +254,7 @@ class Collector:
         self._observe("snapshot", device, snap)
 
     def _on_model_status(self, message: Message) -> None:
-        from cloud_sync.update_protocol import Status
+        from cloud_sync.update_protocol import FINAL_STATES, Status, shadow_summary
 
         device = self.fleet.device_of(message.topic)
         if device is None or not message.payload:
@@ -272,8 +272,11 @@ class Collector:
             changed = self._update_seen.get(device) != key
             self._update_seen[device] = key
         if changed:  # a state change, not a progress report: one row of the model history
-            self._queue.put(UpdateState(device, status.ts or time.time(), status.state, name, version,
-                                        status.reason))
+            reason = status.reason
+            if status.shadow and status.state in FINAL_STATES:  # the field figures stay in the history
+                reason = "; ".join(part for part in (reason, shadow_summary(status.shadow)) if part)
+            ts = status.ts or time.time()
+            self._queue.put(UpdateState(device, ts, status.state, name, version, reason))
 
     def _on_reply(self, message: Message) -> None:
         device = self.fleet.device_of(message.topic)

@@ -15,7 +15,7 @@ from typing import Any
 from cloud_sync.connection import Message
 from cloud_sync.errors import PayloadError
 from cloud_sync.update_agent import Transport
-from cloud_sync.update_protocol import Status, device_from_topic
+from cloud_sync.update_protocol import Status, device_from_topic, shadow_brief, shadow_summary
 
 
 @dataclass
@@ -31,6 +31,7 @@ class DeviceRow:
     progress: float = 0.0
     reason: str = ""
     healthy: bool | None = None
+    shadow: dict[str, Any] | None = None  # the shadow stage's figures (dashboard.live.shadow_brief)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class DeviceRow:
                 "progress": self.progress,
                 "reason": self.reason,
                 "healthy": self.healthy,
+                "shadow": self.shadow,
             }
             if self.update_state
             else None,
@@ -101,6 +103,7 @@ class FleetView:
                 )
             row.update_state, row.update_version = status.state, status.version
             row.progress, row.reason, row.healthy = status.progress, status.reason, status.healthy
+            row.shadow = shadow_brief(status.shadow)
 
     def rows(self) -> list[DeviceRow]:
         with self._lock:
@@ -129,11 +132,13 @@ def render(rows: list[DeviceRow]) -> str:
         update = "-"
         if row.update_state:
             update = row.update_state + (f" v{row.update_version}" if row.update_version else "")
-            if row.update_state == "downloading":
+            if row.update_state in ("downloading", "shadowing"):
                 update += f" {row.progress:.0%}"
             if row.healthy:
                 update += " (healthy)"
             if row.reason:
                 update += f": {row.reason}"
+            if row.shadow:
+                update += f" [{shadow_summary(row.shadow)}]"
         lines.append(f"{row.device:<20} {online:<7} {model:<24} {update}")
     return "\n".join(lines)

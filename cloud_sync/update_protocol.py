@@ -289,3 +289,28 @@ class Status:
             ts=ts,
             shadow=_shadow(data.get("shadow"), "status"),
         )
+
+
+def shadow_brief(shadow: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a fleet view shows of a shadow stage (the figures, not the counts it resumes from)."""
+    if not shadow:
+        return None
+    keys = ("samples", "target", "agreement", "latency_ratio", "budget_used", "failures", "passed", "reason",
+            "recall", "converter_agreement")  # (a brief again gives the same brief)
+    brief = {key: shadow.get(key) for key in keys if key in shadow}
+    converter = shadow.get("converter")
+    if isinstance(converter, dict):
+        brief["converter_agreement"] = converter.get("top1_agreement")
+    return brief
+
+
+def shadow_summary(shadow: dict[str, Any] | None) -> str:
+    """A shadow stage in one line ("" without one): the field's agreement beside the converter's."""
+    brief = shadow_brief(shadow)
+    if not brief:
+        return ""
+    converter = brief.get("converter_agreement")
+    beside = f" (converter {converter})" if converter is not None else ""
+    agreement, samples = brief.get("agreement"), brief.get("samples")
+    return (f"shadow stage: agreement {agreement} on {samples} live inputs{beside}, "
+            f"latency {brief.get('latency_ratio')}x")

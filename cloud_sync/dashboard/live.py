@@ -19,6 +19,7 @@ from cloud_sync.connection import Message, MqttConnection
 from cloud_sync.errors import PayloadError
 from cloud_sync.messages import decode_json, validate_event, validate_result, validate_telemetry
 from cloud_sync.topics import FleetTopics
+from cloud_sync.update_protocol import shadow_brief
 
 RECENT_EVENTS = 20
 RECENT_REPLIES = 10
@@ -274,15 +275,3 @@ class LiveFleet:
             return
         self.observe("counts", device, (parts[1], body))
 
-
-def shadow_brief(shadow: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What the dashboard shows of a shadow stage (the figures, not the counts it resumes from)."""
-    if not shadow:
-        return None
-    keys = ("samples", "target", "agreement", "latency_ratio", "budget_used", "failures", "passed", "reason",
-            "recall")
-    brief = {key: shadow.get(key) for key in keys if key in shadow}
-    converter = shadow.get("converter")
-    if isinstance(converter, dict):
-        brief["converter_agreement"] = converter.get("top1_agreement")
-    return brief
