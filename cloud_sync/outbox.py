@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
@@ -135,8 +136,21 @@ def connect_db(path: Path, *, readonly: bool = False, synchronous: str = "NORMAL
     except (sqlite3.Error, OSError) as exc:
         if db is not None:
             db.close()
+        free = _free_bytes(path.parent)
+        if not readonly and (free is not None and free < 1 << 20 or "full" in str(exc).lower()):
+            raise OutboxError(
+                f"cannot open the outbox {path}: the disk holding it is full ({free} bytes free; SQLite says "
+                f"{exc}); free space there (old files, logs) or give --state-dir a bigger disk"
+            ) from exc
         raise OutboxError(f"cannot open the outbox {path}: {exc}; check --state-dir is a writable folder") \
             from exc
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def read_stats(state_dir: str | Path) -> OutboxStats:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from cloud_sync.connection import Message, MqttConnection, parse_broker_url
+from cloud_sync.errors import OutboxError
 from cloud_sync.messages import dumps
 from cloud_sync.outbox import Outbox, read_stats
 from cloud_sync.telemetry import build_telemetry
@@ -112,6 +113,24 @@ def test_outbox_refuses_new_results_keeps_committed_and_resumes(
     resumed = [r for r in caplog.records if "writing resumed" in r.getMessage()]
     assert len(full) == 1 and "Free space there" in full[0].getMessage() and full[0].levelno == logging.ERROR
     assert len(resumed) == 1 and "30 new result(s) refused" in resumed[0].getMessage()
+
+
+def test_an_outbox_opened_on_a_full_disk_says_so(tmp_path: Path) -> None:
+    """A device restarted while its disk is full cannot open SQLite's WAL files: one line says why and what
+    to do (not 'disk I/O error; check --state-dir is a writable folder'); what it held is still there."""
+    state = tmp_path / "state"
+    with small_fs(state, 1024):
+        outbox = Outbox(state).start(None)
+        for _ in range(20):
+            outbox.add(RESULTS, b"{}", seq=outbox.reserve_seq())
+        outbox.close()
+        ballast = fill(state)
+        with pytest.raises(OutboxError, match=r"the disk holding it is full \(\d+ bytes free.*bigger disk"):
+            Outbox(state)
+        ballast.unlink()
+        reopened = Outbox(state)
+        assert reopened.stats().pending == 20
+        reopened.close()
 
 
 MANIFEST = Manifest(name="tiny", version=1, task="classification",
