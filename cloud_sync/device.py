@@ -42,6 +42,7 @@ class DeviceOptions:
     ha_off_delay_s: float = 10.0
     ha_threshold: float = 0.5
     ha_updates: bool = False  # updates are on (--trust): Home Assistant gets an update entity for the model
+    ha_install: bool = False  # updates wait for approval (--updates approve): the entity can Install
     keepalive: int = 30
     reconnect_max: int = 30
     inputs: tuple[Path, ...] = ()  # files and folders given to the run: what ``snapshot`` may read
@@ -302,7 +303,7 @@ class DeviceSync:
                 Discovery(self.topics, self._ha_labels(), options.ha_off_delay_s, options.ha_threshold,
                           getattr(model, "name", None), events=self.events is not None,
                           zones=self.events.zone_names if self.events is not None else (),
-                          updates=options.ha_updates),
+                          updates=options.ha_updates, install=options.ha_install),
                 lambda topic, payload, qos, retain: self.connection.publish(topic, payload, qos, retain),
                 sources=self.sources.names() if self.sources is not None else (),
             )

@@ -27,8 +27,9 @@ More entities (docs/homeassistant.md lists each with its topic and what Home Ass
   ``cmd/snapshot`` (``cloud_sync.commands``);
 - with ``updates``: an ``update`` entity reading ``<prefix>/<id>/model/status`` (``update_protocol.Status``):
   installed version = the active model's, latest = the offered one, in progress with a percentage while
-  downloading, verifying or validating. No Install: the device activates an offer by itself (there is no
-  hold to release yet), so the entity only shows;
+  downloading, verifying, validating or shadowing. With ``install`` (``edge run --updates approve``) an offer
+  is held until Install publishes ``install`` on ``<prefix>/<id>/model/install``; otherwise the device
+  activates an offer by itself and the entity only shows;
 - with ``events`` (the event engine), per source: an ``image`` of the latest frame (``<source>/snapshot``) and
   of each watched label's latest event (``<source>/<label>/snapshot``), an ``event`` entity firing ``new``,
   ``update`` and ``end`` for that source's messages on ``<prefix>/<id>/events`` (one topic for every source:
@@ -51,7 +52,7 @@ from typing import Any
 
 from cloud_sync.messages import EVENT_TYPES, dumps
 from cloud_sync.topics import DeviceTopics, is_topic_part
-from cloud_sync.update_protocol import status_topic
+from cloud_sync.update_protocol import install_topic, status_topic
 from edge import __version__
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,7 @@ class Discovery:
     zones: Mapping[str, Sequence[str]] | Callable[[str], Sequence[str]] | Sequence[str] = ()
     events: bool = False
     updates: bool = False
+    install: bool = False  # updates are held for approval (--updates approve): the update entity can Install
     buttons: bool = True
 
     def zones_of(self, source: str) -> tuple[str, ...]:
@@ -352,7 +354,9 @@ class Discovery:
                 "update", "model_update", "Model", state_topic=status_topic(self.topics.prefix,
                                                                            self.topics.device_id),
                 value_template=UPDATE_TEMPLATE, json_attributes_topic=status_topic(
-                    self.topics.prefix, self.topics.device_id))
+                    self.topics.prefix, self.topics.device_id),
+                **({"command_topic": install_topic(self.topics.prefix, self.topics.device_id),
+                    "payload_install": "install"} if self.install else {}))
             out[topic] = config
         return out
 

@@ -260,6 +260,9 @@ class Publisher:
             return SUCCESS, f"active v{status.version}" + (" (healthy)" if status.healthy else "")
         if status.state == "active":
             return PENDING, f"active v{status.version}, health check running"
+        if status.state == "held":
+            return PENDING, (f"v{status.version} held for approval (Install in Home Assistant, or publish to "
+                             "model/install)")
         if status.state == "shadowing" and status.shadow:
             figures = status.shadow
             return PENDING, (f"shadowing {status.progress:.0%}: {figures.get('samples')} samples, agreement "

@@ -31,6 +31,7 @@ from cloud_sync.update_protocol import (
     Status,
     check_topic_part,
     group_offer_topic,
+    install_topic,
     offer_topic,
     parse_chunk_topic,
     request_topic,
@@ -130,6 +131,7 @@ class UpdateAgent:
         window: int = 16,
         retry_seconds: float = 3.0,
         shadow: Any = None,
+        approve: bool = False,
     ) -> None:
         self.transport = transport
         self.store = store
@@ -143,6 +145,9 @@ class UpdateAgent:
         self.retry_seconds = retry_seconds
         self.shadow_policy = shadow  # edge.shadow.ShadowPolicy for offers that ask for none; None: no stage
         self._shadowing: _Shadowing | None = None
+        self.approve = approve  # hold each offer (state "held") until it is approved on model/install
+        self._held: tuple[Offer, str] | None = None
+        self._approved: set[str] = set()
         self.status = Status(device=self.device_id, state="idle", groups=self.groups)
         self.bytes_received = 0
         self.chunks_received = 0
@@ -165,6 +170,9 @@ class UpdateAgent:
             self.transport.subscribe(f"{self.prefix}/group/{group}/model/chunk/#", self._on_chunk)
         for topic in self.offer_topics():
             self.transport.subscribe(topic, self._on_offer)
+        if self.approve:
+            self.transport.subscribe(install_topic(self.prefix, self.device_id),
+                                     lambda m: self._events.put(("install", None, bytes(m.payload))))
         add_listener = getattr(self.transport, "add_connect_listener", None)
         if add_listener is not None:
             add_listener(lambda: self._events.put(("reconnect", None, None)))
@@ -221,6 +229,8 @@ class UpdateAgent:
                     self._handle_healthy(a)
                 elif kind == "reconnect":
                     self._handle_reconnect()
+                elif kind == "install":
+                    self._handle_install(b)
                 elif kind == "shadow_progress":
                     self._handle_shadow_progress(a, b)
                 elif kind == "shadow_done":
@@ -312,6 +322,13 @@ class UpdateAgent:
             self._precheck(offer)
         except EdgeError as exc:
             self._reject(offer, str(exc))
+            return
+        if self.approve and offer.sha256 not in self._approved:
+            if self._held is None or self._held[0].sha256 != offer.sha256:
+                self._held = (offer, topic)
+                where = install_topic(self.prefix, self.device_id)
+                log.info("%s v%d held for approval: publish to %s", offer.name, offer.version, where)
+                self._publish(replace(self._status("held", offer), reason=f"waiting for approval on {where}"))
             return
         if current is not None:
             current.staging.discard()
@@ -495,6 +512,28 @@ class UpdateAgent:
             on_unhealthy=lambda reason: self._events.put(("unhealthy", sha, reason)),
             on_healthy=lambda: self._events.put(("healthy", sha, None)),
         )
+
+    # -- approval --------------------------------------------------------------------------------------
+
+    def _handle_install(self, payload: bytes) -> None:
+        """Approve the held offer (any payload; a JSON ``{"sha256": ...}`` must name it)."""
+        held = self._held
+        if held is None:
+            log.info("an approval came with no offer held; ignored")
+            return
+        offer, topic = held
+        try:
+            wanted = json.loads(payload).get("sha256") if payload.strip().startswith(b"{") else None
+        except (ValueError, AttributeError):
+            wanted = None
+        if wanted and wanted != offer.sha256:
+            log.warning("an approval names package %s, the offer held is %s; ignored", str(wanted)[:16],
+                        offer.sha256[:16])
+            return
+        log.info("%s v%d approved", offer.name, offer.version)
+        self._approved.add(offer.sha256)
+        self._held = None
+        self._consider(offer, topic)
 
     # -- the shadow stage -------------------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ SCHEMA = 1
 DEFAULT_CHUNK_SIZE = 64 * 1024
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 1024, 1024 * 1024
 MAX_REQUEST_CHUNKS = 256
-STATES = ("idle", "downloading", "verifying", "validating", "shadowing", "active", "rejected", "rolled_back")
+STATES = ("idle", "held", "downloading", "verifying", "validating", "shadowing", "active", "rejected",
+          "rolled_back")
 FINAL_STATES = ("active", "rejected", "rolled_back")
 
 
@@ -61,6 +62,11 @@ def group_chunk_topic(prefix: str, group: str, sha256: str, index: int) -> str:
 
 def status_topic(prefix: str, device_id: str) -> str:
     return f"{prefix}/{device_id}/model/status"
+
+
+def install_topic(prefix: str, device_id: str) -> str:
+    """Where an offer held for approval (``edge run --updates approve``) is approved."""
+    return f"{prefix}/{device_id}/model/install"
 
 
 def device_from_topic(prefix: str, topic: str, suffix: str) -> str | None:

@@ -312,6 +312,8 @@ KEYS: tuple[Key, ...] = (
         "largest model package accepted, in MB"),
     Key("updates.health_inferences", "health_inferences", _integer(1),
         "health window after an update: first K inferences..."),
+    Key("updates.mode", "updates_mode", _choice("auto", "approve"),
+        "auto: take valid offers at once; approve: hold each update until approved (model/install)"),
     Key("updates.shadow", "update_shadow", _shadow_length,
         "shadow-test new models on N live inputs or for a duration (\"10m\") before they serve"),
     Key("updates.shadow_min_agreement", "shadow_min_agreement", _number(0.0, 1.0),
@@ -495,7 +497,7 @@ def _cross_checks(values: dict[str, Any]) -> list[str]:
                   "mqtt.telemetry_interval", "homeassistant.discovery", "homeassistant.labels",
                   "homeassistant.off_delay", "homeassistant.threshold", "updates.trust", "updates.groups",
                   "updates.max_model_size_mb", "updates.health_inferences", "updates.health_seconds",
-                  "updates.shadow"]
+                  "updates.shadow", "updates.mode"]
     for name in needs_mqtt:
         if has(name) and not url:
             errors.append(f"{name} is {values[name]!r} but mqtt.url is not set; it needs an MQTT broker")

@@ -101,6 +101,7 @@ class UpdateSettings(NamedTuple):
     health_inferences: int = 20
     health_seconds: float = 30.0
     shadow: ShadowPolicy | None = None  # the shadow stage for offers that ask for none; None: no stage
+    approve: bool = False  # --updates approve: each update of a serving device waits for approval
 
     @property
     def enabled(self) -> bool:

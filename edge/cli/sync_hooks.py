@@ -90,6 +90,7 @@ def device_options(
     inputs: tuple[Path, ...] = (),
     watch: Path | None = None,
     updates: bool = False,
+    approve: bool = False,
 ) -> Any:
     """``cloud_sync.device.DeviceOptions`` from the run's settings (validated: errors name the flag).
 
@@ -117,6 +118,7 @@ def device_options(
         ha_off_delay_s=ha.off_delay,
         ha_threshold=ha.threshold,
         ha_updates=updates,
+        ha_install=updates and approve,
         inputs=inputs,
         watch=watch,
     )
@@ -160,7 +162,7 @@ def start_sync(
     # files and folders only: `cmd/snapshot` may read under them (never a stream URL with its password)
     inputs = tuple(Path(p) for p in settings.sources.files)
     options = device_options(mqtt, settings.homeassistant, inputs, settings.sources.watch,
-                             updates=settings.updates.enabled)
+                             updates=settings.updates.enabled, approve=settings.updates.approve)
     check_update_options(settings.updates)  # a bad --trust or --group fails before anything connects
     reload = _reloader(pipeline, settings.model, settings.updates, mqtt)
     sync = DeviceSync(options, pipeline, reload=reload, sources=board, events=events, frames=frames).start()

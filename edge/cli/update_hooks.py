@@ -77,6 +77,13 @@ def add_update_arguments(parser: argparse.ArgumentParser) -> None:
         help="...or T seconds, whichever ends first (default 30)",
     )
     group.add_argument(
+        "--updates",
+        dest="updates_mode",
+        choices=("auto", "approve"),
+        help="auto (default): a valid offer is taken at once; approve: each update of a serving device is "
+        "held until approved (Install in Home Assistant, or any payload on <prefix>/<id>/model/install)",
+    )
+    group.add_argument(
         "--shadow",
         dest="update_shadow",
         metavar="N|DURATION",
@@ -147,6 +154,7 @@ def _agent(
         groups=updates.groups,
         max_size=int(updates.max_model_size_mb * 1024 * 1024),
         shadow=updates.shadow,
+        approve=updates.approve and pipeline is not None,  # an empty store takes its first model unasked
     ).start()
 
 

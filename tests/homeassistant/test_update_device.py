@@ -74,3 +74,41 @@ def test_a_real_push_in_the_update_entity(
     finally:
         run.terminate()
         run.wait(60)
+
+
+def test_install_in_home_assistant_activates_a_held_model(
+    hass: Hass, ha_broker: Broker, assets: Assets, tmp_path: Path
+) -> None:
+    """``edge run --updates approve``: an update of a serving device is held, Home Assistant offers Install,
+    and pressing it (service ``update.install``) lets the device fetch, check and activate it."""
+    device, entity = "appr1", "update.edge_appr1_model_update"
+    keys = make_keys(tmp_path / "keys")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with (tmp_path / "edge.log").open("wb") as log:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "edge", "run", "--mqtt", ha_broker.url, "--device-id", device,
+             "--state-dir", str(tmp_path / "state"), "--trust", str(keys.pub), "--watch", str(inbox),
+             "--updates", "approve", "--health-seconds", "1", "--telemetry-interval", "0", "--ha-discovery"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        with publishing(ha_broker.url, keys.sign(make_package(assets.model("digits_float32"), 1))) as first:
+            first.offer_devices([device])  # an empty store takes its first model unasked
+            assert first.wait([device], time.monotonic() + 90), first.rollout.devices[device]
+        hass.wait_state(entity, lambda s: s["attributes"].get("installed_version") == "1")
+        with publishing(ha_broker.url, keys.sign(make_package(assets.model("digits_int8"), 2))) as second:
+            second.offer_devices([device])
+            held = hass.wait_state(entity, lambda s: s["attributes"].get("latest_version") == "2")
+            assert held["state"] == "on" and held["attributes"]["installed_version"] == "1"  # held, not taken
+            assert held["attributes"]["supported_features"] & 1  # INSTALL
+            assert held["attributes"]["in_progress"] is False
+            time.sleep(2)
+            still = hass.state(entity)
+            assert still is not None and still["attributes"]["installed_version"] == "1"  # waits for approval
+            hass.call("update", "install", entity_id=entity)
+            assert second.wait([device], time.monotonic() + 90), second.rollout.devices[device]
+        done = hass.wait_state(entity, lambda s: s["attributes"].get("installed_version") == "2")
+        assert done["state"] == "off"
+    finally:
+        run.terminate()
+        run.wait(60)

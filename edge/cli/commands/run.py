@@ -423,6 +423,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
             health_seconds=args.health_seconds,
             shadow=update_hooks.shadow_settings(args.update_shadow, args.shadow_min_agreement,
                                                 args.shadow_max_latency_ratio, args.shadow_budget),
+            approve=args.updates_mode == "approve",
         ),
         mqtt=mqtt,
         homeassistant=HomeAssistantSettings(
