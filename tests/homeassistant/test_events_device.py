@@ -3,8 +3,9 @@ a real Home Assistant: the moving red square of tests/e2e/test_tracking_cli.py t
 gives one event (new, update on entering the right half, end), counts that go up and down and the best
 frame of the event, and Home Assistant shows each of them.
 
-``cloud_sync.device`` does not pass ``events=True`` to ``Discovery`` yet, so the test publishes the event
-entities' configs itself (``Discovery``'s own, retained, as the device will); everything else is the device's.
+The device announces these entities itself (``--ha-discovery`` with ``--events``); the test publishes the
+same configs (``Discovery``'s own, retained) before the run as well, so Home Assistant's subscriptions are live
+before the one-second clip starts; everything else is the device's.
 """
 
 from __future__ import annotations

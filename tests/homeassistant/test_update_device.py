@@ -2,8 +2,9 @@
 through Home Assistant's update entity: installed and latest versions, in progress while the package is
 fetched and checked (with a percentage on releases that read it), and the new version installed after.
 
-``cloud_sync.device`` does not pass ``updates=True`` to ``Discovery`` yet, so the test publishes the update
-entity's config itself (``Discovery``'s own, retained, as the device will); the statuses are the device's.
+The device announces the update entity itself (``--ha-discovery`` with ``--trust``); the first test also
+publishes its config beforehand (``Discovery``'s own, retained) so the entity exists before the first push;
+the second relies on the device's own announcement alone. The statuses are the device's.
 """
 
 from __future__ import annotations
