@@ -25,6 +25,8 @@ RESIZE_MODES = ("stretch", "letterbox", "crop")
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000x8000; larger is refused as a decompression bomb
 EXIF_ORIENTATION = 0x0112
 _TRANSPOSED = (5, 6, 7, 8)  # orientations that swap width and height
+# where Pillow's getexif finds an orientation besides a TIFF's own tags
+_ORIENTATION_KEYS = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
 
 
 class Geometry(NamedTuple):
@@ -147,6 +149,10 @@ def _describe(item: Any) -> str:
 
 def _orientation(image: Image.Image) -> int:
     try:
+        if image.format == "PNG" and "exif" not in image.info:
+            image.load()  # an eXIf chunk may follow the pixels (getexif loads too)
+        if not hasattr(image, "tag_v2") and not any(key in image.info for key in _ORIENTATION_KEYS):
+            return 1  # nothing that can hold an orientation: not worth building an Exif (per frame)
         return int(image.getexif().get(EXIF_ORIENTATION, 1))
     except Exception:  # a broken EXIF block is not worth failing the image for
         return 1

@@ -17,7 +17,8 @@ class RollingStats:
 
     def __init__(self, window: int = 1000) -> None:
         self._lock = threading.Lock()
-        self._samples: dict[str, deque[float]] = {stage: deque(maxlen=window) for stage in STAGES}
+        # one row of per-stage timings per successful inference: one append per frame, columns at snapshot
+        self._rows: deque[Sequence[float]] = deque(maxlen=window)
         self._finished: deque[float] = deque(maxlen=window)
         self.count = 0
         self.errors = 0
@@ -25,6 +26,8 @@ class RollingStats:
 
     def record(self, timing_ms: Sequence[float], failed: bool = False) -> None:
         """One inference: its per-stage milliseconds in ``STAGES`` order (not kept when it failed)."""
+        if len(timing_ms) != len(STAGES):
+            raise ValueError(f"record takes {len(STAGES)} timings ({STAGES}), got {len(timing_ms)}")
         now = time.monotonic()
         with self._lock:
             self.count += 1
@@ -32,19 +35,18 @@ class RollingStats:
             if failed:
                 self.errors += 1
                 return
-            for samples, value in zip(self._samples.values(), timing_ms, strict=True):
-                samples.append(value)
+            self._rows.append(timing_ms)
 
     def snapshot(self) -> dict[str, Any]:
         """``{"count", "errors", "fps", "<stage>": {"p50", "p95", "p99", "mean", "n"}}``, milliseconds."""
         with self._lock:
-            stages = {stage: list(samples) for stage, samples in self._samples.items()}
+            rows = list(self._rows)
             finished = list(self._finished)
             count, errors = self.count, self.errors
         fps = _fps(finished, time.monotonic())
         result: dict[str, Any] = {"count": count, "errors": errors, "fps": fps}
-        for stage, values in stages.items():
-            result[stage] = percentiles(values)
+        for column, stage in enumerate(STAGES):
+            result[stage] = percentiles([row[column] for row in rows])
         return result
 
 

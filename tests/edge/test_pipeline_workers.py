@@ -182,3 +182,15 @@ def test_serial_fast_path_takes_a_swap_between_inferences(assets, tmp_path):
     assert pipeline.workers_used == 0  # the digits CNN on 8x8 PNGs: serial
     assert versions == [1] * 6 + [2] * 4
     assert labels == [Pipeline(v1, top_k=1).infer(f).result.classes[0].label for f in files]
+
+
+def test_the_orientation_shortcut_still_reads_exif_in_png_and_webp(assets, ssd, tmp_path):
+    with Image.open(assets.images["chelsea_exif6.jpg"]) as image:  # stored 300x451, upright 451x300
+        pixels, exif = image.convert("RGB"), image.getexif()
+    for suffix in (".png", ".webp", ".jpg"):
+        path = tmp_path / f"turned{suffix}"
+        pixels.save(path, exif=exif)
+        plain = tmp_path / f"plain{suffix}"
+        pixels.save(plain)
+        assert Pipeline(ssd).infer(path).image_size == (451, 300), suffix
+        assert Pipeline(ssd).infer(plain).image_size == (300, 451), suffix
