@@ -276,6 +276,8 @@ KEYS: tuple[Key, ...] = (
     Key("runtime.delegate", "delegate", _string, "edgetpu, cpu or a delegate library path"),
     Key("runtime.device", "device", _pattern(DEVICE_PATTERN, "usb, usb:N, pci or pci:N"),
         "which Edge TPU (default: the profile's)"),
+    Key("runtime.decode_workers", "decode_workers", _integer(1),
+        "at most this many threads decoding files ahead of the interpreter (default: the profile's)"),
     Key("runtime.interpreters", "interpreters", _choice(*INTERPRETERS),
         "shared: one interpreter for all sources; per-source: one each, in parallel"),
     Key("runtime.require_accelerator", "require_accelerator", _boolean,
@@ -601,6 +603,7 @@ def apply_profile(
         "device": profile.device or None,
         "require_accelerator": profile.require_accelerator,
         "interpreters": profile.interpreters,
+        "decode_workers": profile.resolved_decode_workers(),
         "mode": profile.convert_mode,
         "io_type": profile.io_type,
     }

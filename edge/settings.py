@@ -130,6 +130,7 @@ class RunSettings(NamedTuple):
     track: bool = False  # detection: track_id on objects, one tracker per source
     events: EventSettings | None = None  # detection: events, counts and snapshots (edge.events); None: off
     interpreters: str = "shared"  # or "per-source": one model instance per source, inferred in parallel
+    decode_workers: int | None = None  # the most decoder threads ahead of the interpreter; None: one per core
     metrics: tuple[str, int] | None = None  # (host, port) of Prometheus' /metrics (--metrics); None: off
 
     @property

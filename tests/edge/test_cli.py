@@ -103,6 +103,11 @@ def test_package_run_reports_manifest_name_and_version(assets):
         (["{model}"], "no input given"),
         (["{model}", "x.jpg", "--mean", "1", "2"], "--mean has 2 values"),
         (["{model}", "x.jpg", "--delegate", "edgetpu", "--require-accelerator"], "libedgetpu"),
+        (["{model}", "x.jpg", "--decode-workers", "0"], "--decode-workers must be at least 1, got 0"),
+        (["{model}", "x.jpg", "--zone", "drive=0,0,1,0"], "--zone"),
+        (["{model}", "x.jpg", "--events", "--zone", "drive=0,0,1,0"], "at least 3 points"),
+        (["{model}", "x.jpg", "--min-score", "0.7"], "--min-score needs --events"),
+        (["{model}", "x.jpg", "--shadow-budget", "0.5"], "--shadow-budget needs --shadow"),
     ],
 )
 def test_bad_options_and_models_are_one_line_errors(assets, tmp_path, args, message):

@@ -4,8 +4,8 @@ gives one event (new, update on entering the right half, end), counts that go up
 frame of the event, and Home Assistant shows each of them.
 
 The device announces these entities itself (``--ha-discovery`` with ``--events``); the test publishes the
-same configs (``Discovery``'s own, retained) before the run as well, so Home Assistant's subscriptions are live
-before the one-second clip starts; everything else is the device's.
+same configs (``Discovery``'s own, retained) before the run as well, so Home Assistant's subscriptions are
+live before the one-second clip starts; everything else is the device's.
 """
 
 from __future__ import annotations

@@ -134,6 +134,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, help="interpreter threads (default: the profile's or 1 per core)"
     )
+    parser.add_argument("--decode-workers", dest="decode_workers", type=int, metavar="N",
+                        help="at most N threads decoding files ahead of the interpreter (default: the "
+                        "profile's, else one per core; a run takes as many as its decode/invoke ratio needs)")
     parser.add_argument("--delegate", help="edgetpu, cpu, or a delegate library path")
     parser.add_argument("--device", help="Edge TPU device: usb, usb:N, pci, pci:N")
     parser.add_argument(
@@ -249,6 +252,8 @@ def _apply_suggested_profile(args: argparse.Namespace) -> None:
         args.device = profile.device
     if args.interpreters is None:
         args.interpreters = profile.interpreters
+    if args.decode_workers is None:
+        args.decode_workers = profile.resolved_decode_workers()
 
 
 def _one(values: list[float] | None) -> tuple[float, ...] | None:
@@ -357,6 +362,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.decode_workers is not None and args.decode_workers < 1:
+        raise ConfigError(f"--decode-workers must be at least 1, got {args.decode_workers}")
     if not 0.0 <= args.threshold <= 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.url:
@@ -442,6 +449,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
         resize=args.resize,
         limit=args.limit,
         interpreters=args.interpreters or "shared",
+        decode_workers=args.decode_workers,
         metrics=_metrics_address(args.metrics),
     )
 
@@ -621,7 +629,8 @@ def run(args: argparse.Namespace) -> int:
         annotators.append(TrackAnnotator())
     pipelines = [
         Pipeline(each, top_k=settings.top_k, threshold=settings.threshold, resize=settings.resize,
-                 sinks=sinks, overlap=False if mux.live else None, annotators=annotators)
+                 sinks=sinks, overlap=False if mux.live else None, annotators=annotators,
+                 decode_workers=settings.decode_workers)
         for each, mux in zip(models, muxes, strict=True)
     ]
     pipeline: Any = pipelines[0]
