@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -170,6 +173,7 @@ def test_watch_then_sigterm_shuts_down_cleanly(assets, tmp_path):
             sys.executable,
             "-m",
             "edge",
+            "-v",  # its INFO line "watching <folder> ..." says when a new file will be seen
             "run",
             str(assets.model("digits_int8")),
             "--watch",
@@ -183,17 +187,38 @@ def test_watch_then_sigterm_shuts_down_cleanly(assets, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: queue.Queue[tuple[str, str]] = queue.Queue()
+    errors: list[str] = []
+
+    def read(stream: Any, name: str) -> None:
+        for line in stream:
+            if name == "err":
+                errors.append(line)
+            lines.put((name, line))
+
+    threading.Thread(target=read, args=(process.stdout, "out"), daemon=True).start()
+    threading.Thread(target=read, args=(process.stderr, "err"), daemon=True).start()
+
+    def next_line(want: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            name, line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            if name == "out" and want == "out" or name == "err" and want in line:
+                return line
+
     try:
-        time.sleep(1.0)
+        next_line(f"watching {watched}")  # files already there when it starts are not new: wait for it
         digit = sorted(assets.digit_images.iterdir())[0]
         shutil.copy(digit, watched / digit.name)
-        first = process.stdout.readline()
+        first = next_line("out")
         assert json.loads(first)["input"].endswith(digit.name)
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=20)
+        process.wait(timeout=20)
     finally:
         if process.poll() is None:
             process.kill()
+    time.sleep(0.2)  # the reader threads take the last lines
+    stderr = "".join(errors)
     assert process.returncode == 0, stderr
     assert "1 input(s), 0 failed (stopped)" in stderr and "Traceback" not in stderr
     assert len(out.read_text().splitlines()) == 1  # the JSONL sink was flushed and closed
