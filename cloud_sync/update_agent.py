@@ -550,10 +550,12 @@ class UpdateAgent:
         if offer.shadow is None:
             return self.shadow_policy
         try:
-            return ShadowPolicy.from_json(offer.shadow)
+            asked = ShadowPolicy.from_json(offer.shadow)
         except (EdgeError, TypeError) as exc:
             raise UpdateError(f"the offer's shadow policy is invalid ({exc}); push it again with valid "
                               "--shadow, --min-agreement and --max-latency-ratio") from exc
+        # the offer's policy is not signed: the device's own is a floor it cannot lower
+        return asked if self.shadow_policy is None else asked.stricter(self.shadow_policy)
 
     def _start_shadow(self, offer: Offer, entry: StoreEntry, candidate: Any, policy: Any,
                       resume: dict[str, Any] | None = None, converter: dict[str, Any] | None = None) -> None:

@@ -63,6 +63,19 @@ class ShadowPolicy(NamedTuple):
         policy = cls(**{k: data[k] for k in cls._fields if k in data and data[k] is not None})
         return policy.checked()
 
+    def stricter(self, other: ShadowPolicy) -> ShadowPolicy:
+        """The policy that passes only what both pass: a device's own policy is a floor an offer's cannot
+        lower (the offer's policy is not signed)."""
+        seconds = [s for s in (self.seconds, other.seconds) if s is not None]
+        return ShadowPolicy(
+            samples=max(self.samples, other.samples),
+            seconds=max(seconds) if seconds else None,
+            min_agreement=max(self.min_agreement, other.min_agreement),
+            max_latency_ratio=min(self.max_latency_ratio, other.max_latency_ratio),
+            budget=min(self.budget, other.budget),
+            max_failure_rate=min(self.max_failure_rate, other.max_failure_rate),
+        )
+
     def checked(self) -> ShadowPolicy:
         def number(value: Any) -> bool:
             return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -30,6 +30,14 @@ def test_lengths_and_policies_are_checked():
         ShadowPolicy.from_json({"sample": 50})
 
 
+def test_a_device_policy_is_a_floor_an_offer_cannot_lower():
+    device = ShadowPolicy(samples=100, min_agreement=0.95, max_latency_ratio=1.5)
+    lax = ShadowPolicy(samples=10, min_agreement=0.1, max_latency_ratio=10.0, budget=2.0, seconds=30.0)
+    both = lax.stricter(device)
+    assert (both.samples, both.min_agreement, both.max_latency_ratio, both.budget) == (100, 0.95, 1.5, 0.25)
+    assert both.seconds == 30.0 and both == device.stricter(lax)
+
+
 def box(label: str, x: float) -> DetectedObject:
     return DetectedObject(label, 0, 0.9, (x, 10.0, x + 20, 30.0))
 
