@@ -154,6 +154,9 @@ class Commands:
         item: Any
         live = self.frames.sources() if self.frames is not None and self.publish_frame is not None else []
         if "source" in body or ("input" not in body and live):
+            if not live:
+                raise PayloadError(f"command on {topic}: 'source' given, but no live source has given a "
+                                   'frame (streams, cameras, video files); pass {"input": "IMAGE_PATH"}')
             return self._frame_snapshots(body, topic, live)
         if "input" in body:
             item = self._allowed_input(body["input"], topic)
@@ -174,13 +177,16 @@ class Commands:
         from edge.events import render_jpeg
 
         wanted = body.get("source")
+        if "source" in body and not isinstance(wanted, str):
+            raise PayloadError(f"command on {topic}: 'source' is {wanted!r}, expected a source name")
         if wanted is not None and wanted not in live:
             known = ", ".join(live) or "none has given a frame yet"
             raise PayloadError(f"command on {topic}: source {wanted!r} has no frame; sources: {known}")
         size = body.get("size", 640)
         if not isinstance(size, int) or isinstance(size, bool) or not 32 <= size <= 4096:
             raise PayloadError(f"command on {topic}: 'size' is {size!r}, expected pixels from 32 to 4096")
-        assert self.frames is not None and self.publish_frame is not None
+        if self.frames is None or self.publish_frame is None:
+            raise PayloadError(f"command on {topic}: this device keeps no frames to snapshot")
         sent: dict[str, Any] = {}
         for name in [wanted] if wanted is not None else live:
             jpeg = render_jpeg(self.frames.latest(name), size)

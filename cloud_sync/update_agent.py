@@ -244,12 +244,14 @@ class UpdateAgent:
 
     def _handle_offer(self, topic: str, payload: bytes) -> None:
         if not payload:
-            self._offers.pop(topic, None)
+            withdrawn = self._offers.pop(topic, None)
             if self._transfer is not None and self._transfer.source == topic:
                 log.info("offer on %s withdrawn; stopping the transfer", topic)
                 self._transfer.staging.discard()
                 self._transfer = None
                 self._publish(replace(self.status, state="idle", progress=0.0, reason="offer withdrawn"))
+            elif withdrawn is not None:
+                self._withdraw(withdrawn)
             return
         try:
             offer = Offer.from_bytes(payload, self.max_size)
@@ -300,8 +302,18 @@ class UpdateAgent:
         if current is not None and current.offer.sha256 == offer.sha256:
             self._request_more(current, resend=True)  # a re-delivered offer (reconnect): ask again
             return
-        if self._shadowing is not None:
-            return  # considered once the shadow stage has decided (``_pick_next``)
+        shadowing = self._shadowing
+        if shadowing is not None:
+            if offer.version <= shadowing.offer.version:
+                return  # considered once the shadow stage has decided (``_pick_next``)
+            log.info("%s v%d supersedes v%d in its shadow stage", offer.name, offer.version,
+                     shadowing.offer.version)
+            self._stop_shadow()
+            with contextlib.suppress(OSError):
+                self.store.discard(shadowing.entry)
+            self.store.record_outcome(shadowing.offer.sha256, "rejected", shadowing.offer.name,
+                                      shadowing.offer.version, f"superseded by v{offer.version}",
+                                      shadowing.offer.published_at)
         done = self._outcome(offer.sha256)
         if done is not None and done.get("state") == "failed" and done.get("offer_at") != offer.published_at:
             done = None  # it failed on a local fault (disk full): a new push tries again
@@ -367,6 +379,8 @@ class UpdateAgent:
 
     def _precheck(self, offer: Offer) -> None:
         """Refuse early what the full check would refuse anyway, before fetching a byte."""
+        if offer.shadow is not None:
+            self._policy_for(offer)  # a bad shadow policy is refused before the download
         active = self.store.active()
         floor = max(
             self.store.floor(offer.name), active.version if active and active.name == offer.name else 0
@@ -512,6 +526,21 @@ class UpdateAgent:
             on_unhealthy=lambda reason: self._events.put(("unhealthy", sha, reason)),
             on_healthy=lambda: self._events.put(("healthy", sha, None)),
         )
+
+    def _withdraw(self, offer: Offer) -> None:
+        """An offer withdrawn while held for approval or in its shadow stage: it goes no further."""
+        shadowing, held = self._shadowing, self._held
+        if shadowing is not None and shadowing.offer.sha256 == offer.sha256:
+            log.info("%s v%d withdrawn during its shadow stage; stopped", offer.name, offer.version)
+            self._stop_shadow()
+            with contextlib.suppress(OSError):
+                self.store.discard(shadowing.entry)
+        elif held is not None and held[0].sha256 == offer.sha256:
+            log.info("%s v%d withdrawn while held for approval", offer.name, offer.version)
+            self._held = None
+        else:
+            return
+        self._publish(replace(self._status("idle", offer), reason="offer withdrawn"))
 
     # -- approval --------------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -129,7 +129,7 @@ class _Open:
         self.score, self.box = track.score, track.box
         self.width, self.height = width, height
         self.zones, self.entered = zones, list(zones)
-        self.last_sent = now
+        self.last_sent = now  # replaced by the engine's clock (see EventEngine.update)
         self.dirty = False
         self.snapshot = False
         self.snapshot_at = float("-inf")
@@ -149,12 +149,16 @@ class EventEngine:
         self._labels_seen: dict[str, None] = dict.fromkeys(sorted(self.filter.labels))
         self._counts: dict[str, Any] | None = None
         self.model: tuple[str, int] = ("", 0)
-        self.last_frame = time.time()
+        self.last_frame = time.monotonic()
 
-    def update(self, tracks: Sequence[Track], width: int, height: int, now: float, frame: Any = None) -> Step:
+    def update(self, tracks: Sequence[Track], width: int, height: int, now: float, frame: Any = None,
+               clock: float | None = None) -> Step:
         """``tracks`` from ``Tracker.update`` for a frame of ``width`` x ``height`` seen at wall time ``now``;
-        ``frame`` is an opaque token handed back with a snapshot to take."""
-        self.last_frame = now
+        ``frame`` is an opaque token handed back with a snapshot to take. ``clock`` (default ``now``) times
+        the intervals: a monotonic one, so that a wall clock set by NTP (a Pi has no RTC) neither ends nor
+        freezes events; ``now`` only dates them."""
+        clock = now if clock is None else clock
+        self.last_frame = clock
         events: list[Event] = []
         snapshots: list[tuple[Event, Any, tuple[float, float, float, float]]] = []
         object_zones: dict[int, tuple[str, ...]] = {}
@@ -172,12 +176,12 @@ class EventEngine:
                 if (matched and track.state == CONFIRMED and track.hits >= policy.min_frames
                         and policy.admits(track.label, track.score, track.box, width, height)):
                     event = self._open[track.track_id] = _Open(track, now, width, height, zones, self.source)
+                    event.last_sent = clock
                     self._labels_seen.setdefault(track.label)
-                    if self.settings.snapshots and frame is not None:
-                        event.snapshot, event.snapshot_at = True, now
                     made = self._event(NEW, event)
                     events.append(made)
-                    if event.snapshot:
+                    if self.settings.snapshots and frame is not None:
+                        event.snapshot_at = clock
                         snapshots.append((made, frame, track.box))
                 continue
             if not matched:
@@ -191,15 +195,14 @@ class EventEngine:
                 event.dirty = True
                 if self.settings.snapshots and frame is not None:
                     event.pending = frame
-            if event.pending is not None and now - event.snapshot_at >= interval:
-                event.snapshot = True
+            if event.pending is not None and clock - event.snapshot_at >= interval:
                 snapshots.append((self._event(UPDATE, event), event.pending, event.box))
-                event.snapshot_at, event.pending = now, None
+                event.snapshot_at, event.pending = clock, None
             if entered:
                 event.entered.extend(entered)
-            if entered or (event.dirty and now - event.last_sent >= interval):
+            if entered or (event.dirty and clock - event.last_sent >= interval):
                 events.append(self._event(UPDATE, event))
-                event.last_sent, event.dirty = now, False
+                event.last_sent, event.dirty = clock, False
         for track_id in [t for t in self._open if t not in live]:
             ended = self._end(track_id)
             events.append(ended[0])
@@ -216,6 +219,12 @@ class EventEngine:
             snapshots.extend(ended[1])
         return Step(events, snapshots, self._new_counts(), {})
 
+    def mark_snapshot(self, event_id: str) -> None:
+        """A snapshot of ``event_id`` was published: its next messages say so."""
+        for event in self._open.values():
+            if event.event_id == event_id:
+                event.snapshot = True
+
     @property
     def open_events(self) -> int:
         return len(self._open)
@@ -224,7 +233,6 @@ class EventEngine:
         event = self._open.pop(track_id)
         pending = []
         if event.pending is not None:  # the best frame came during the interval: it is the snapshot
-            event.snapshot = True
             pending.append((self._event(UPDATE, event), event.pending, event.box))
             event.pending = None
         return self._event(END, event, end=event.last_seen), pending
@@ -414,14 +422,14 @@ class EventAnnotator(TrackAnnotator):
         width, height = outcome.image_size
         source = outcome.source or ""
         token = self.frames.get(outcome.source, outcome.frame) if self.frames is not None else None
-        now = time.time()
+        now, clock = time.time(), time.monotonic()
         with self._engine_lock:
             engine = self._engines.get(source)
             if engine is None:
                 engine = self._engines[source] = EventEngine(source, self.settings)
             engine.model = (outcome.model_name, outcome.model_version)
-            steps = [(source, engine.update(tracks, width, height, now, token))]
-            steps += self._expire(now)
+            steps = [(source, engine.update(tracks, width, height, now, token, clock))]
+            steps += self._expire(clock)
         if steps[0][1].object_zones:
             for index, item in enumerate(record.get("objects", ())):
                 zones = steps[0][1].object_zones.get(index)
@@ -435,20 +443,28 @@ class EventAnnotator(TrackAnnotator):
             steps = [(name, engine.close()) for name, engine in self._engines.items()]
         self._deliver(steps)
 
-    def _expire(self, now: float) -> list[tuple[str, Step]]:
+    def _expire(self, clock: float) -> list[tuple[str, Step]]:
         """End the events of sources that sent no frame for a while (a camera that went down)."""
         return [(name, engine.close()) for name, engine in self._engines.items()
-                if engine.open_events and now - engine.last_frame > self.quiet_after]
+                if engine.open_events and clock - engine.last_frame > self.quiet_after]
 
     def _deliver(self, steps: list[tuple[str, Step]]) -> None:
         for source, step in steps:
-            for event in step.events:
-                self._tell("on_event", event)
+            taken: set[str] = set()  # snapshots first: an event says "snapshot" only once one was published
             for event, token, box in step.snapshots:
                 caption = f"{event.label} {event.score:.0%}"
                 jpeg = render_jpeg(token, self.settings.snapshot_size, box, caption)
                 if jpeg is not None:
                     self._tell("on_snapshot", Snapshot(source, event.label, event.event_id, jpeg))
+                    taken.add(event.event_id)
+            if taken:
+                with self._engine_lock:
+                    engine = self._engines.get(source)
+                    for event_id in taken:
+                        if engine is not None:
+                            engine.mark_snapshot(event_id)
+            for event in step.events:
+                self._tell("on_event", replace(event, snapshot=True) if event.event_id in taken else event)
             if step.counts is not None:
                 for listener in self.listeners:
                     try:

@@ -50,6 +50,18 @@ class ShadowPolicy(NamedTuple):
     max_latency_ratio: float = 2.0
     budget: float = 0.25
     max_failure_rate: float = 0.02
+    give_up_s: float = 3600.0  # no verdict by then (inputs stopped): decided on what was seen, or rejected
+
+    @classmethod
+    def for_length(cls, text: str, **fields: Any) -> ShadowPolicy:
+        """A checked policy from ``--shadow N|DURATION`` and other fields (None: the default)."""
+        samples, seconds = parse_length(text)
+        given = {k: v for k, v in fields.items() if v is not None}
+        if seconds is not None:  # a duration: as many samples as the time gives
+            given.update(samples=1_000_000, seconds=seconds, give_up_s=max(3 * seconds, 60.0))
+        else:
+            given["samples"] = samples
+        return cls(**given).checked()
 
     def to_json(self) -> dict[str, Any]:
         return dict(self._asdict())
@@ -66,14 +78,16 @@ class ShadowPolicy(NamedTuple):
     def stricter(self, other: ShadowPolicy) -> ShadowPolicy:
         """The policy that passes only what both pass: a device's own policy is a floor an offer's cannot
         lower (the offer's policy is not signed)."""
-        seconds = [s for s in (self.seconds, other.seconds) if s is not None]
+        # a time limit ends a stage early: the stricter has the longer one, and none when either has none
+        seconds = None if self.seconds is None or other.seconds is None else max(self.seconds, other.seconds)
         return ShadowPolicy(
             samples=max(self.samples, other.samples),
-            seconds=max(seconds) if seconds else None,
+            seconds=seconds,
             min_agreement=max(self.min_agreement, other.min_agreement),
             max_latency_ratio=min(self.max_latency_ratio, other.max_latency_ratio),
             budget=min(self.budget, other.budget),
             max_failure_rate=min(self.max_failure_rate, other.max_failure_rate),
+            give_up_s=max(self.give_up_s, other.give_up_s),
         )
 
     def checked(self) -> ShadowPolicy:
@@ -93,6 +107,8 @@ class ShadowPolicy(NamedTuple):
             problems.append(f"budget {self.budget!r} (more than 0, at most 4)")
         if not (number(self.max_failure_rate) and 0 <= self.max_failure_rate <= 1):
             problems.append(f"max_failure_rate {self.max_failure_rate!r} (0 to 1)")
+        if not (number(self.give_up_s) and self.give_up_s > 0):
+            problems.append(f"give_up_s {self.give_up_s!r} (more than 0)")
         if problems:
             raise ConfigError("shadow policy out of range: " + "; ".join(problems))
         return self
@@ -195,7 +211,11 @@ class Shadow:
 
     def _work(self) -> None:
         while not self.done:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=PROGRESS_EVERY_S)
+            except queue.Empty:  # no input for a while: the clock may still end the stage
+                self._report()
+                continue
             if item is None:
                 return
             try:
@@ -228,8 +248,17 @@ class Shadow:
                 self.totals.failures += 1
             return
         candidate_ms = (time.perf_counter() - start) * 1000
+        broken = any(np.issubdtype(o.dtype, np.floating) and not np.isfinite(o).all() for o in raw)
+        if broken:  # NaN or inf out: a failure, whatever the comparison would say
+            with self._lock:
+                self.totals.candidate_ms += candidate_ms
+                self.totals.samples += 1
+                self.totals.failures += 1
+            return
         theirs = candidate.decode(candidate.dequantized(raw), top_k, threshold, geometry)
         score, detail = compare(result, theirs)
+        if not math.isfinite(score):
+            score = 0.0
         with self._lock:
             totals = self.totals
             totals.candidate_ms += candidate_ms
@@ -262,7 +291,7 @@ class Shadow:
 
     def _finished(self) -> bool:
         totals, policy = self.totals, self.policy
-        if totals.samples >= policy.samples:
+        if totals.samples >= policy.samples or totals.elapsed >= policy.give_up_s:
             return True
         timed_out = policy.seconds is not None and totals.elapsed >= policy.seconds
         return timed_out and totals.samples >= MIN_SAMPLES
@@ -293,11 +322,17 @@ class Shadow:
             reasons.append(f"{totals.failures} of {totals.samples} inputs failed")
         if agreement is None and totals.samples:
             reasons.append("no input could be compared")
+        if totals.samples < MIN_SAMPLES and totals.elapsed >= policy.give_up_s:
+            reasons.append(f"only {totals.samples} live input(s) in {totals.elapsed:.0f} s; at least "
+                           f"{MIN_SAMPLES} are needed")
+        progress = min(1.0, totals.samples / policy.samples)
+        if policy.seconds is not None:
+            progress = max(progress, min(1.0, totals.elapsed / policy.seconds))
         figures: dict[str, Any] = {
             "policy": policy.to_json(),
             "samples": totals.samples,
             "target": policy.samples,
-            "progress": round(min(1.0, totals.samples / policy.samples), 4),
+            "progress": round(progress, 4),
             "elapsed_s": round(totals.elapsed, 1),
             "agreement": None if agreement is None else round(agreement, 4),
             "latency_ratio": None if ratio is None else round(ratio, 3),
@@ -333,7 +368,7 @@ def compare(ours: Any, theirs: Any) -> tuple[float, Matching | None]:
     if hasattr(ours, "classes"):
         if not ours.classes or not theirs.classes:
             return float(bool(ours.classes) == bool(theirs.classes)), None
-        return float(ours.classes[0].index == theirs.classes[0].index), None
+        return float(ours.classes[0].label == theirs.classes[0].label), None  # labels: files may be reordered
     if hasattr(ours, "outputs"):
         return correlation(ours.outputs, theirs.outputs), None
     raise EdgeError(f"cannot compare results of type {type(ours).__name__}")
@@ -397,7 +432,10 @@ def correlation(ours: Any, theirs: Any) -> float:
     scores = []
     mine = dict(ours)
     for name, value in theirs:
-        a = np.asarray(mine.get(name, value), np.float64).ravel()
+        if name not in mine:
+            scores.append(0.0)  # an output the active model does not have: nothing agrees with it
+            continue
+        a = np.asarray(mine[name], np.float64).ravel()
         b = np.asarray(value, np.float64).ravel()
         if a.shape != b.shape:
             scores.append(0.0)

@@ -169,17 +169,10 @@ def shadow_settings(length: str | None, min_agreement: float | None, max_latency
         if given:
             raise ConfigError(f"{given[0]} needs --shadow N|DURATION (updates.shadow)")
         return None
-    from edge.shadow import ShadowPolicy, parse_length
+    from edge.shadow import ShadowPolicy
 
-    samples, seconds = parse_length(str(length))
-    default = ShadowPolicy()
-    return ShadowPolicy(
-        samples=samples if samples is not None else 1_000_000,  # a duration: as many as the time gives
-        seconds=seconds,
-        min_agreement=default.min_agreement if min_agreement is None else min_agreement,
-        max_latency_ratio=default.max_latency_ratio if max_latency_ratio is None else max_latency_ratio,
-        budget=default.budget if budget is None else budget,
-    ).checked()
+    return ShadowPolicy.for_length(str(length), min_agreement=min_agreement,
+                                   max_latency_ratio=max_latency_ratio, budget=budget)
 
 
 def wait_for_active_model(updates: UpdateSettings, mqtt: MqttSettings | None, model: ModelSettings) -> Path:

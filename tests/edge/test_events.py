@@ -186,12 +186,14 @@ def test_counts_per_label_and_zone_change_with_events():
 
 def test_snapshots_are_asked_for_the_best_frame_and_at_most_every_interval():
     tracker, engine = Tracker(), EventEngine("cam", EventSettings(update_interval=1.0))
-    asked = []
+    asked: list[str] = []
     scores = [0.6, 0.6, 0.6, 0.7, 0.9, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8]
     for i, score in enumerate(scores):
         tracks = tracker.update([obj(100, score=score)], i * DT)
         step = engine.update(tracks, W, H, 1000 + i * DT, frame=f"f{i}")
         asked.extend(token for _, token, _ in step.snapshots)
+        for event, _, _ in step.snapshots:
+            engine.mark_snapshot(event.event_id)  # what the annotator does once it published one
     step = engine.close()
     asked.extend(token for _, token, _ in step.snapshots)
     # new at frame 2 (third match), best at frame 4 (0.9) waits for the 1 s interval, taken at frame 12

@@ -35,7 +35,22 @@ def test_a_device_policy_is_a_floor_an_offer_cannot_lower():
     lax = ShadowPolicy(samples=10, min_agreement=0.1, max_latency_ratio=10.0, budget=2.0, seconds=30.0)
     both = lax.stricter(device)
     assert (both.samples, both.min_agreement, both.max_latency_ratio, both.budget) == (100, 0.95, 1.5, 0.25)
-    assert both.seconds == 30.0 and both == device.stricter(lax)
+    assert both.seconds is None and both == device.stricter(lax)  # the offer cannot cut the stage short
+    timed = ShadowPolicy(seconds=60.0).stricter(ShadowPolicy(seconds=30.0))
+    assert timed.seconds == 60.0
+    ten = ShadowPolicy.for_length("10m")
+    assert ten.seconds == 600.0 and ten.give_up_s == 1800
+
+
+def test_a_stage_with_no_inputs_ends_on_the_clock():
+    done: list[dict] = []
+    shadow = Shadow(object(), ShadowPolicy(samples=50, give_up_s=1.5), done.append)
+    for _ in range(60):
+        if done:
+            break
+        threading.Event().wait(0.1)
+    shadow.close()
+    assert done and not done[0]["passed"] and "only 0 live input(s)" in done[0]["reason"], done
 
 
 def box(label: str, x: float) -> DetectedObject:

@@ -99,20 +99,11 @@ def shadow_policy(args: argparse.Namespace) -> dict[str, Any] | None:
         if extra:
             raise ConfigError(f"{extra[0]} needs --shadow N|DURATION")
         return None
-    from edge.shadow import ShadowPolicy, parse_length
+    from edge.shadow import ShadowPolicy
 
-    samples, seconds = parse_length(args.shadow)
-    policy = ShadowPolicy()
-    fields: dict[str, Any] = {"seconds": seconds}
-    if samples is not None:
-        fields["samples"] = samples
-    elif seconds is not None:
-        fields["samples"] = 1_000_000  # a duration: as many samples as the time gives
-    for name, value in (("min_agreement", args.min_agreement), ("max_latency_ratio", args.max_latency_ratio),
-                        ("budget", args.shadow_budget)):
-        if value is not None:
-            fields[name] = value
-    return policy._replace(**fields).checked().to_json()
+    policy = ShadowPolicy.for_length(args.shadow, min_agreement=args.min_agreement,
+                                     max_latency_ratio=args.max_latency_ratio, budget=args.shadow_budget)
+    return policy.to_json()
 
 
 def run(args: argparse.Namespace) -> int:

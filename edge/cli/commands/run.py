@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -616,7 +617,10 @@ def run(args: argparse.Namespace) -> int:
     if settings.events is not None or (settings.mqtt is not None and live):
         from edge.events import FrameKeeper
 
-        frames = FrameKeeper()  # snapshots of events, and cmd/snapshot's latest frame
+        # snapshots of events and cmd/snapshot's latest frame; decoders run ahead of the annotation by up to
+        # decode_workers + 2 frames, which must still be there when their result is annotated
+        ahead = (settings.decode_workers or os.cpu_count() or 1) + 3
+        frames = FrameKeeper(per_source=max(FrameKeeper().per_source, ahead))
     if settings.events is not None:
         from edge.events import EventAnnotator
 
