@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,15 @@ def test_a_snapshot_image_loads_on_the_device_page(
         cam.conn.publish("edge/cam5/front/cat/snapshot", jpeg.getvalue(), retain=True).wait(5)
         reply = {"ok": True, "request_id": "r42", "seq": 2, "ts": time.time()}
         cam.conn.publish("edge/cam5/cmd/ping/reply", json.dumps(reply).encode()).wait(5)
-        wait_for(lambda: collect.get("/api/devices/cam5")["snapshots"], what="the snapshot stored")
+        def stored() -> Any:
+            try:
+                return collect.get("/api/devices/cam5")["snapshots"]
+            except urllib.error.HTTPError as exc:  # 404 until the collector has heard of the device
+                if exc.code != 404:
+                    raise
+                return None
+
+        wait_for(stored, what="the snapshot stored")
         browser.get(f"{collect.url}/#/device/cam5")
         loaded = """const img = document.querySelector('img.snapshot');
                     return img && img.complete ? [img.naturalWidth, img.naturalHeight] : null;"""
