@@ -34,6 +34,7 @@ from cloud_sync.store import KindRow, ResultStore, TelemetryRow, missing_seqs
 from cloud_sync.topics import FleetTopics, shared
 
 log = logging.getLogger(__name__)
+GAP_SCAN = 100_000  # seqs past the watermark one gap check looks at
 
 
 @dataclass
@@ -47,6 +48,7 @@ class StreamState:
     missing: list[int] = field(default_factory=list)
     requested_at: float = 0.0
     backoff_s: float = 0.0
+    asked: set[int] = field(default_factory=set)  # seqs a replay was requested for, not stored yet
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ class Collector:
         ] = queue.Queue()
         self._update_seen: dict[str, tuple[str, int, str]] = {}
         self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="collector-writer", daemon=True)
         self._checker = threading.Thread(target=self._check_loop, name="collector-gaps", daemon=True)
@@ -423,6 +426,10 @@ class Collector:
 
     def check_gaps(self) -> dict[tuple[str, str], list[int]]:
         """Recompute what is missing per stream; request replays for gaps open since the last check."""
+        with self._check_lock:  # one check at a time: two would both count the same repaired seq
+            return self._check_gaps()
+
+    def _check_gaps(self) -> dict[tuple[str, str], list[int]]:
         with self._lock:
             states = list(self.streams.values())
         out: dict[tuple[str, str], list[int]] = {}
@@ -433,13 +440,16 @@ class Collector:
             stored = self.store.seqs_above(state.device, state.stream, floor)
             if stored:
                 top = max(top, stored[-1])
-            missing = missing_seqs(stored, self.store.lost(state.device, state.stream), floor, top)
+            scanned = min(top, floor + GAP_SCAN)  # a window at a time: a huge seq must not build a huge range
+            missing = missing_seqs(stored, self.store.lost(state.device, state.stream), floor, scanned)
             with self._lock:
                 state.top = max(state.top, top)
-                state.watermark = (missing[0] - 1) if missing else top
+                state.watermark = (missing[0] - 1) if missing else scanned
                 before = set(state.missing)
-                repaired = len((before - set(missing)).intersection(stored))
-                if repaired:  # missing at the last check, stored now: a replay (or a late delivery) filled it
+                filled = state.asked.intersection(stored)  # asked for, and stored since: repaired
+                state.asked = {s for s in state.asked - filled if s > state.watermark}  # (below: lost)
+                repaired = len(filled)
+                if repaired:  # a late delivery that came before any replay was asked is not a repair
                     self.stats.repaired += repaired
                     by_device = self.stats.repaired_by_device
                     by_device[state.device] = by_device.get(state.device, 0) + repaired
@@ -461,6 +471,8 @@ class Collector:
             self.connection.publish(topic, dumps(request), qos=1)
             with self._lock:
                 self.stats.replays_requested += 1
+                if last - first < 100_000:  # (bounded: the gap check scans a window at a time)
+                    state.asked.update(range(first, last + 1))
             log.warning("gap: %s stream %s lacks seq %d..%d; asked the device to replay them",
                         state.device, state.stream, first, last)
 

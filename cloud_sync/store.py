@@ -430,8 +430,12 @@ def open_store(target: str) -> _SqlStore:
     return SqliteStore(target)
 
 
+MAX_SCAN = 1_000_000  # seqs looked at in one go: a (valid) huge seq must not build a range of billions
+
+
 def missing_seqs(stored: Iterable[int], lost: Iterable[tuple[int, int]], floor: int, top: int) -> list[int]:
-    """Seqs in ``floor+1..top`` neither stored nor known lost."""
+    """Seqs in ``floor+1..top`` neither stored nor known lost (at most ``MAX_SCAN`` past ``floor``)."""
+    top = min(top, floor + MAX_SCAN)
     have = set(stored)
     for first, last in lost:
         have.update(range(max(first, floor + 1), min(last, top) + 1))

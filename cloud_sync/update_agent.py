@@ -857,7 +857,7 @@ def describe_offer(payload: bytes) -> Status:
     """Best effort name, version and sha256 of an offer that failed to parse (for the rejection status)."""
     try:
         data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
         return Status(device="", state="rejected")

@@ -203,6 +203,7 @@ def wait_for_active_model(updates: UpdateSettings, mqtt: MqttSettings | None, mo
         protocol=mqtt.version,
         status_topic=DeviceTopics(mqtt.prefix, device_id).status,  # online while waiting; offline: the will
         status_extra=lambda: waiting_status(state_dir),
+        keepalive=mqtt.keepalive,
     ).start(require=False)
     agent = _agent(updates, mqtt, model, None, connection)
     print(
