@@ -127,6 +127,7 @@ class PipelineActivator:
         self._previous: Any | None = None
         self._sink: _HealthSink | None = None
         self._shadow: Any = None
+        self._watched: Any = None  # the model whose invoke the health monitor watches
 
     @property
     def can_shadow(self) -> bool:
@@ -190,6 +191,7 @@ class PipelineActivator:
         self._previous = self.pipeline.model
         monitor = HealthMonitor(self.policy, baseline, on_healthy, on_unhealthy)
         _watch_invoke(candidate, monitor)
+        self._watched = candidate
         self._sink = _HealthSink(candidate.version, candidate.name, monitor)
         self.pipeline.add_sink(self._sink)
         self.monitor = monitor.start()
@@ -205,6 +207,7 @@ class PipelineActivator:
         model = self.pipeline.model
         monitor = HealthMonitor(self.policy, None, on_healthy, on_unhealthy)
         _watch_invoke(model, monitor)
+        self._watched = model
         self._sink = _HealthSink(model.version, model.name, monitor)
         self.pipeline.add_sink(self._sink)
         self.monitor = monitor.start()
@@ -226,17 +229,23 @@ class PipelineActivator:
     def _stop_watching(self) -> None:
         if self.monitor is not None:
             self.monitor.cancel()
+        if self._watched is not None:  # undecided: take the detour away here (see _watch_invoke)
+            self._watched.__dict__.pop("invoke", None)
+            self._watched = None
         if self._sink is not None and self.pipeline is not None and self._sink in self.pipeline.sinks:
             self.pipeline.sinks.remove(self._sink)
         self._sink = None
 
 
 def _watch_invoke(model: Any, monitor: HealthMonitor) -> None:
-    """Route the model's interpreter calls through the monitor until it has decided."""
+    """Route the model's interpreter calls through the monitor until it has decided, then take the detour
+    away again (the instance attribute and its closure would keep the model in a reference cycle: an old
+    model, its interpreter and its threads, freed only by a full garbage collection)."""
     plain = model.invoke
 
     def invoke(tensor: np.ndarray) -> list[np.ndarray]:
         if monitor.decided:
+            model.__dict__.pop("invoke", None)
             return plain(tensor)
         start = time.perf_counter()
         try:
