@@ -72,3 +72,43 @@ def test_a_device_never_sends_nan_the_collector_would_refuse() -> None:
     body = validate_result(decode_json(dumps(message), "edge/cam1/results"), "edge/cam1/results")
     assert body["top"] == [{"score": None}, {"score": None}, 0.5]
     assert dumps({"a": 1.5}) == b'{"a":1.5}'
+
+
+def test_an_offer_nested_deep_is_rejected_with_a_status(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """describe_offer() once hit RecursionError after Offer.from_bytes refused it: no status went out."""
+    from cloud_sync.update_agent import UpdateAgent
+    from edge.signing import TrustStore
+    from edge.store import ModelStore
+
+    published: list[tuple[str, bytes]] = []
+
+    class Transport:
+        def subscribe(self, topic_filter, handler, qos=1):  # type: ignore[no-untyped-def]
+            pass
+
+        def publish(self, topic, payload, qos=1, retain=False):  # type: ignore[no-untyped-def]
+            published.append((topic, payload))
+
+    agent = UpdateAgent(Transport(), ModelStore(tmp_path), TrustStore.from_files([]), None, "cam1")  # type: ignore[arg-type]
+    agent._handle_offer("edge/cam1/model/offer", b"[" * 5000 + b"]" * 5000)
+    assert agent.malformed == 1 and agent.status.state == "rejected" and "offer" in agent.status.reason
+    assert published and published[-1][0] == "edge/cam1/model/status"
+
+
+def test_a_huge_seq_does_not_make_the_gap_check_build_a_huge_range(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A valid seq of 10^12 (a device's counter after a bug, or a hostile one) once made check_gaps
+    enumerate every seq below it; it now looks at one window at a time."""
+    from cloud_sync.collector import GAP_SCAN, Collector, StreamState
+    from cloud_sync.store import open_store
+
+    store = open_store(str(tmp_path / "fleet.sqlite"))
+    try:
+        store.insert([("a" * 16, "cam", "s", 1, 1.0, "{}"), ("b" * 16, "cam", "s", 10**12, 2.0, "{}")])
+        collector = Collector(None, store, repair=False)  # type: ignore[arg-type]  (no broker: the check only)
+        collector.streams[("cam", "s")] = StreamState("cam", "s", top=10**12)
+        missing = collector.check_gaps()[("cam", "s")]
+        assert missing == list(range(2, GAP_SCAN + 1))  # the first window, not 10^12 seqs
+        state = collector.streams[("cam", "s")]
+        assert state.watermark == 1 and state.top == 10**12
+    finally:
+        store.close()
