@@ -16,6 +16,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -370,10 +371,25 @@ class SqliteStore(_SqlStore):
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
-        conn: sqlite3.Connection | None = None
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                conn = self._open(path)
+                break
+            except sqlite3.OperationalError as exc:
+                # Two collectors opening one new store at once: switching it to WAL (or creating the
+                # schema) can answer "locked" at once, without waiting for the busy timeout: try again.
+                if "locked" not in str(exc) or attempt == OPEN_ATTEMPTS - 1:
+                    raise StoreError(f"cannot open the results database {path}: {exc}; check --db") from exc
+                time.sleep(0.1 * (attempt + 1))
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot open the results database {path}: {exc}; check --db") from exc
+        super().__init__(conn, str(path))
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SQLITE_SCHEMA)
@@ -381,11 +397,10 @@ class SqliteStore(_SqlStore):
             if "kind" not in columns:
                 conn.executescript(SQLITE_MIGRATION)
             conn.executescript(SQLITE_INDEXES)
-        except (sqlite3.Error, OSError) as exc:
-            if conn is not None:
-                conn.close()
-            raise StoreError(f"cannot open the results database {path}: {exc}; check --db") from exc
-        super().__init__(conn, str(path))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
 
 class PostgresStore(_SqlStore):
@@ -430,6 +445,7 @@ def open_store(target: str) -> _SqlStore:
     return SqliteStore(target)
 
 
+OPEN_ATTEMPTS = 10  # a store opened by two collectors at once
 MAX_SCAN = 1_000_000  # seqs looked at in one go: a (valid) huge seq must not build a range of billions
 
 

@@ -236,7 +236,11 @@ def main() -> int:
     log(f"listening on rtsp://{args.address}:{port}{args.mount}, {args.width}x{args.height}, {args.fps} fps")
     loop.run()
     log("stopped")
-    return 0
+    # Leave without the interpreter's teardown: finalizing GStreamer's objects from Python at exit
+    # sometimes segfaults (seen once in CI: exit -11 after a clean SIGTERM), and nothing is left to flush.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
