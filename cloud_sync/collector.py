@@ -205,40 +205,32 @@ class Collector:
             state.top = max(state.top, seq)
 
     def _on_result(self, message: Message) -> None:
-        with self._lock:
-            self.stats.received += 1
-        try:
-            body = validate_result(decode_json(message.payload, message.topic), message.topic)
-            device = self.fleet.device_of(message.topic)
-            if device is None or device != body["device"]:
-                raise PayloadError(f"result on {message.topic} names device {body['device']!r}; dropped")
-        except PayloadError as exc:
-            self._invalid(message.topic, exc)
-            return
-        self._see_seq(device, body["stream"], body["seq"])
-        row: KindRow = (body["id"], device, body["stream"], body["seq"], float(body["ts"]),
-                        message.payload.decode(), "result")
-        self._queue.put((row, body))
-        self._observe("result", device, body)
+        self._on_sequenced(message, "result")
 
     def _on_event(self, message: Message) -> None:
+        self._on_sequenced(message, "event")
+
+    def _on_sequenced(self, message: Message, kind: str) -> None:
+        """A result or an event: one ``seq`` sequence, one table (``kind`` tells them apart)."""
         with self._lock:
             self.stats.received += 1
+        validate = validate_result if kind == "result" else validate_event
         try:
-            body = validate_event(decode_json(message.payload, message.topic), message.topic)
+            body = validate(decode_json(message.payload, message.topic), message.topic)
             device = self.fleet.device_of(message.topic)
             if device is None or device != body["device"]:
-                raise PayloadError(f"event on {message.topic} names device {body['device']!r}; dropped")
+                raise PayloadError(f"{kind} on {message.topic} names device {body['device']!r}; dropped")
         except PayloadError as exc:
             self._invalid(message.topic, exc)
             return
-        with self._lock:
-            self.stats.events += 1
+        if kind == "event":
+            with self._lock:
+                self.stats.events += 1
         self._see_seq(device, body["stream"], body["seq"])
         row: KindRow = (body["id"], device, body["stream"], body["seq"], float(body["ts"]),
-                        message.payload.decode(), "event")
+                        message.payload.decode(), kind)
         self._queue.put((row, body))
-        self._observe("event", device, body)
+        self._observe(kind, device, body)
 
     def _on_snapshot(self, message: Message) -> None:
         device = self.fleet.device_of(message.topic)

@@ -427,12 +427,21 @@ class Demo:
         argv = [*EDGE, "push-model", str(package), "--key", str(key), "--mqtt", self.url]
         argv += ["--device", self.device_id, "--wait", str(PUSH_WAIT_S), "--json"]
         step(6, " ".join(display(argv[:-1])))
+        code, outcome, push = self._wait_push(self._start_push("push-model", argv))
+        if code != 0:
+            detail = str(outcome.get("detail") or push.last_error())
+            raise DemoError(f"edge push-model failed (exit {code}): {detail}")
 
+    def _start_push(self, name: str, argv: list[str]) -> Service:
+        """``edge push-model`` in the background, its progress lines shown as they come."""
         def show(stream: str, line: str) -> None:
             if stream == "err" and line.strip():
                 note(line.strip())
 
-        push = Service("push-model", argv, self.logs, on_line=show).start()
+        return Service(name, argv, self.logs, on_line=show).start()
+
+    def _wait_push(self, push: Service) -> tuple[int, dict[str, Any], Service]:
+        """Its exit code and this device's entry of its ``--json`` report ({} when there is none)."""
         try:
             code = push.wait_exit(PUSH_WAIT_S + 60)
         finally:
@@ -441,10 +450,7 @@ class Demo:
             outcome = json.loads("\n".join(push.lines["out"]))["devices"][self.device_id]
         except (ValueError, KeyError, TypeError):
             outcome = {}
-        if code == 0:
-            return
-        detail = str(outcome.get("detail") or push.last_error())
-        raise DemoError(f"edge push-model failed (exit {code}): {detail}")
+        return code, outcome, push
 
     def start_shadowed_push(self, package: Path, key: Path) -> None:
         """Push the retrained v2 while the camera plays: each device runs it beside v1 on the live frames
@@ -455,12 +461,7 @@ class Demo:
                 self.device_id, "--shadow", str(samples), "--min-agreement", str(agreement),
                 "--wait", str(PUSH_WAIT_S), "--json"]
         step(8, " ".join(display(argv[:-1])) + "  (while the camera plays)")
-
-        def show(stream: str, line: str) -> None:
-            if stream == "err" and line.strip():
-                note(line.strip())
-
-        self.shadow_push = Service("push-model-v2", argv, self.logs, on_line=show).start()
+        self.shadow_push = self._start_push("push-model-v2", argv)
 
     def shadow_samples(self) -> int:
         """Samples the show can give the shadow within its budget (a quarter of the frames at most), so a
@@ -471,14 +472,7 @@ class Demo:
     def finish_shadowed_push(self) -> None:
         push = self.shadow_push
         assert push is not None
-        try:
-            code = push.wait_exit(PUSH_WAIT_S + 60)
-        finally:
-            push.stop(grace=5)
-        try:
-            outcome = json.loads("\n".join(push.lines["out"]))["devices"][self.device_id]
-        except (ValueError, KeyError, TypeError):
-            outcome = {}
+        code, outcome, push = self._wait_push(push)
         self.summary.shadow = dict(outcome.get("shadow") or {})
         if code != 0:
             detail = str(outcome.get("detail") or push.last_error())

@@ -61,7 +61,10 @@ class ShadowPolicy(NamedTuple):
             given.update(samples=1_000_000, seconds=seconds, give_up_s=max(3 * seconds, 60.0))
         else:
             given["samples"] = samples
-        return cls(**given).checked()
+        try:
+            return cls(**given).checked()
+        except ConfigError as exc:
+            raise ConfigError(f"--shadow {text}: {exc}") from None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self._asdict())
