@@ -232,6 +232,10 @@ class Shadow:
 
     def _compare(self, prepared: Any, active: Any, result: Any, active_ms: float, top_k: int,
                  threshold: float) -> None:
+        with self._lock:  # checked again here: an input may have waited in the queue while the last one ran
+            if self.totals.candidate_ms > self.policy.budget * self.totals.active_ms:
+                self.totals.skipped += 1
+                return
         candidate = self.candidate
         tensor, geometry = prepared.tensor, prepared.geometry
         if candidate.input != active.input:
