@@ -185,8 +185,8 @@ def test_device_waiting_for_its_first_model_is_online_and_keeps_its_will(
     run = EdgeRun(proxy.url, tmp_path / "state", tmp_path / "inbox", keys.pub, tmp_path / "run.log")
     try:
         wait_for(lambda: proxy.stats.connections >= 2 and proxy.active() == 1, timeout=60, what="connected")
-        # a fleet tool that subscribes later sees the retained status at once; until the device's new session has
-        # published, that is the cut session's last will (offline), so wait for the online one to replace it
+        # a fleet tool that subscribes later sees the retained status at once; until the device's new
+        # session has published, that is the cut session's last will (offline): wait for the online one
         status = wait_for(lambda: _retained_online(mosquitto.url), timeout=30, what="retained online status")
         assert status["phase"] == "waiting" and status["model"] is None
         assert run.proc.poll() is None
