@@ -148,8 +148,8 @@ class MqttConnection:
         status_extra: Callable[[], dict[str, Any]] | None = None,
         keepalive: int = 30,
         connect_timeout: float = 10.0,
-        reconnect_min: int = 1,
-        reconnect_max: int = 30,
+        reconnect_min: float = 1.0,
+        reconnect_max: float = 30.0,
         clean_start: bool = True,
         session_expiry: int = 0,
         max_inflight: int = 1000,
@@ -197,7 +197,8 @@ class MqttConnection:
             **kwargs,
         )
         client.connect_timeout = connect_timeout
-        client.reconnect_delay_set(min_delay=reconnect_min, max_delay=reconnect_max)
+        # paho annotates the delays as int; it only adds and doubles them, so fractions of a second work
+        client.reconnect_delay_set(min_delay=reconnect_min, max_delay=reconnect_max)  # type: ignore[arg-type]
         client.max_inflight_messages_set(max_inflight)
         client.max_queued_messages_set(0)
         if settings.username:

@@ -44,7 +44,8 @@ class DeviceOptions:
     ha_updates: bool = False  # updates are on (--trust): Home Assistant gets an update entity for the model
     ha_install: bool = False  # updates wait for approval (--updates approve): the entity can Install
     keepalive: int = 30
-    reconnect_max: int = 30
+    reconnect_min: float = 1.0  # seconds before the first reconnect attempt (then doubling)
+    reconnect_max: float = 30.0
     inputs: tuple[Path, ...] = ()  # files and folders given to the run: what ``snapshot`` may read
     watch: Path | None = None
     outbox: OutboxPolicy = field(default_factory=OutboxPolicy)
@@ -282,6 +283,7 @@ class DeviceSync:
                 "seq": self.outbox.last_seq, "stream": self.outbox.stream, "phase": "serving"
             },
             keepalive=options.keepalive,
+            reconnect_min=options.reconnect_min,
             reconnect_max=options.reconnect_max,
         )
         self.sinks: list[Any] = [MqttSink(self)]
