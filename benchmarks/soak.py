@@ -8,6 +8,7 @@ outbox file is expected to grow until acknowledged results pass their retention 
 
     python -m benchmarks.soak                   # 3 minutes
     python -m benchmarks.soak --minutes 30      # the full soak; --out DIR keeps soak.csv
+    python -m benchmarks.soak --minutes 30 --plot docs/soak.png   # and draws the curves (matplotlib)
 
 ``python -m benchmarks soak`` runs the short default and writes its section of docs/performance.md.
 """
@@ -109,6 +110,7 @@ def soak(minutes: float, fps: float, restart_s: float, push_s: float, out: Path)
     feeder = threading.Thread(target=feed, daemon=True)
     samples: list[dict[str, Any]] = []
     restarts = pushes = 0
+    marks: list[tuple[float, str]] = []  # (t_s, "restart" | "push"): drawn on the plot
     start = time.monotonic()
     feeder.start()
     try:
@@ -125,11 +127,13 @@ def soak(minutes: float, fps: float, restart_s: float, push_s: float, out: Path)
             if now >= next_restart:
                 broker.restart()
                 restarts += 1
+                marks.append((round(now - start, 1), "restart"))
                 next_restart += restart_s
             if now >= next_push:
                 version += 1
                 _push(broker.url, keys.sign(make_package(models[version % 2], version)))
                 pushes += 1
+                marks.append((round(now - start, 1), "push"))
                 next_push += push_s
             time.sleep(0.2)
         stop.set()
@@ -155,7 +159,7 @@ def soak(minutes: float, fps: float, restart_s: float, push_s: float, out: Path)
         writer.writerows(samples)
     return {"minutes": minutes, "fps": fps, "frames": dropped[0], "stored": count, "unique": ids,
             "gapless": seqs == list(range(1, len(seqs) + 1)), "restarts": restarts, "pushes": pushes,
-            "samples": samples}
+            "samples": samples, "marks": marks}
 
 
 def _quarters(samples: list[dict[str, Any]], key: str) -> tuple[float, float]:
@@ -190,6 +194,35 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot(result: dict[str, Any], path: Path) -> None:
+    """RSS, threads, open files and latency over time, broker restarts and model pushes marked (a PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = result["samples"]
+    minutes = [s["t_s"] / 60 for s in samples]
+    panels = (("rss_mb", "RSS (MiB)"), ("threads", "threads"), ("open_files", "open files"),
+              ("latency_p50_ms", "latency p50 (ms)"))
+    figure, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(8, 8))
+    for axis, (key, label) in zip(axes, panels, strict=True):
+        axis.plot(minutes, [s[key] if s[key] is not None else float("nan") for s in samples], lw=1.2)
+        axis.set_ylabel(label)
+        axis.set_ylim(bottom=0)  # from zero: a flat line looks flat, a 2 % drift is not blown up
+        axis.grid(alpha=0.3)
+        for t_s, what in result["marks"]:
+            axis.axvline(t_s / 60, color="tab:red" if what == "push" else "tab:gray",
+                         lw=1.0, ls="-" if what == "push" else "--")
+    axes[0].set_title(f"edge run soak: {result['fps']:g} fps, broker restarts (dashed), model pushes (red); "
+                      f"{result['stored']:,}/{result['frames']:,} stored", fontsize=9)
+    axes[-1].set_xlabel("minutes")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
 def run() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         return report(soak(3, 30, 120, 600, Path(tmp)))
@@ -203,12 +236,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--restart-every", type=float, default=120.0, metavar="S", help="broker restarts")
     parser.add_argument("--push-every", type=float, default=600.0, metavar="S", help="model pushes")
     parser.add_argument("--out", type=Path, help="keep the run's folder (soak.csv, run.log) here")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="draw the curves into this PNG")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         result = soak(args.minutes, args.fps, args.restart_every, args.push_every, out)
         print(report(result))
+        if args.plot:
+            plot(result, args.plot)
+            print(f"plot: {args.plot}")
         if args.out:
             print(f"samples: {out / 'soak.csv'}")
     return 0
