@@ -31,6 +31,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from edge.sources.base import DOWN, FINISHED, STALLED
 from edge.tracking import CONFIRMED, Track, TrackAnnotator
 from edge.zones import ObjectFilter, Zone, inside_many, zone_names
 
@@ -150,6 +151,8 @@ class EventEngine:
         self._counts: dict[str, Any] | None = None
         self.model: tuple[str, int] = ("", 0)
         self.last_frame = time.monotonic()
+        self.frames = 0
+        self.frame_interval = 0.0  # a running mean of the time between this source's frames (from the 2nd)
 
     def update(self, tracks: Sequence[Track], width: int, height: int, now: float, frame: Any = None,
                clock: float | None = None) -> Step:
@@ -158,6 +161,10 @@ class EventEngine:
         the intervals: a monotonic one, so that a wall clock set by NTP (a Pi has no RTC) neither ends nor
         freezes events; ``now`` only dates them."""
         clock = now if clock is None else clock
+        if self.frames:
+            gap = clock - self.last_frame
+            self.frame_interval = gap if self.frames == 1 else 0.8 * self.frame_interval + 0.2 * gap
+        self.frames += 1
         self.last_frame = clock
         events: list[Event] = []
         snapshots: list[tuple[Event, Any, tuple[float, float, float, float]]] = []
@@ -408,6 +415,27 @@ class EventAnnotator(TrackAnnotator):
         self._engines: dict[str, EventEngine] = {}
         self._engine_lock = threading.Lock()
         self.quiet_after = max(2.0, float(tracker_options.get("max_age", 1.0)) * 2)
+        self._followed: set[str] = set()  # sources whose state a SourceBoard reports (see follow)
+
+    def follow(self, board: Any) -> None:
+        """End a live source's events when ``board`` (an ``edge.sources.SourceBoard``) says it stalled or
+        went down, and not merely because it is quiet: the motion gate or ``--fps`` may hold its frames back
+        for as long as the scene is still. A finished source (a video file's end) is ended as a quiet one,
+        once its last frames, still in the pipeline, have been annotated."""
+        board.subscribe(self._on_source_state)
+
+    def _on_source_state(self, state: Any) -> None:
+        if state.state == FINISHED:
+            self._followed.discard(state.name)
+            return
+        self._followed.add(state.name)
+        if state.state in (STALLED, DOWN):
+            # its tracks go too, so frames still in the pipeline start over instead of reopening events
+            self.forget(state.name)
+            with self._engine_lock:
+                engine = self._engines.get(state.name)
+                steps = [(state.name, engine.close())] if engine is not None and engine.open_events else []
+            self._deliver(steps)
 
     def add_listener(self, listener: EventListener) -> None:
         self.listeners.append(listener)
@@ -444,9 +472,12 @@ class EventAnnotator(TrackAnnotator):
         self._deliver(steps)
 
     def _expire(self, clock: float) -> list[tuple[str, Step]]:
-        """End the events of sources that sent no frame for a while (a camera that went down)."""
+        """End the events of sources that sent no frame for a while (a camera that went down): for longer
+        than ``quiet_after`` and than four of their usual frame intervals. Sources that ``follow`` hears of
+        end by their state instead."""
         return [(name, engine.close()) for name, engine in self._engines.items()
-                if engine.open_events and clock - engine.last_frame > self.quiet_after]
+                if engine.open_events and name not in self._followed
+                and clock - engine.last_frame > max(self.quiet_after, 4 * engine.frame_interval)]
 
     def _deliver(self, steps: list[tuple[str, Step]]) -> None:
         for source, step in steps:

@@ -18,8 +18,11 @@ second (so irregular frame rates are fine). Matching, always within one label, g
 
 High-score detections left over start ``tentative`` tracks; a track is ``confirmed`` once it has ``min_hits``
 matched frames (a tentative track missing a frame is dropped: debounce); a confirmed track that misses frames
-is ``lost`` (its box is the prediction) and is deleted once unseen for more than ``max_age`` seconds. Track
-ids start at 1 and increase per tracker; an id is never reused.
+is ``lost`` (its box is the prediction) and is deleted once unseen for more than ``max_age`` seconds *and*
+more than ``max_misses`` frames: at 30 fps the seconds decide, on a slow source (``--fps 0.5``) or after
+frames the motion gate skipped the frames do, so one missed detection does not end a track. A prediction
+never runs further ahead than ``max_age`` seconds (velocities are not trusted beyond that). Track ids start
+at 1 and increase per tracker; an id is never reused.
 
 Wire format of a track: ``docs/tracking.md``.
 """
@@ -104,7 +107,7 @@ def track_ids(tracks: Sequence[Track], count: int) -> list[int | None]:
 class _Live:
     """Mutable state of one track inside the tracker (its filter state is a row of the tracker's arrays)."""
 
-    __slots__ = ("track_id", "label", "box", "score", "first_seen", "last_seen", "hits", "state")
+    __slots__ = ("track_id", "label", "box", "score", "first_seen", "last_seen", "hits", "state", "misses")
 
     def __init__(self, track_id: int, label: str, box: Box, score: float, t: float) -> None:
         self.track_id = track_id
@@ -115,6 +118,7 @@ class _Live:
         self.last_seen = t
         self.hits = 1
         self.state: State = TENTATIVE
+        self.misses = 0  # frames in a row without a match
 
 
 class Tracker:
@@ -128,6 +132,7 @@ class Tracker:
         low_score: float = 0.1,
         min_hits: int = 3,
         max_age: float = 1.0,
+        max_misses: int = 3,
         max_distance: float = 1.0,
         alpha: float = 0.85,
         beta: float = 0.3,
@@ -138,6 +143,7 @@ class Tracker:
             "low_score": 0 <= low_score <= high_score,
             "min_hits": min_hits >= 1,
             "max_age": max_age >= 0,
+            "max_misses": max_misses >= 0,
             "max_distance": max_distance >= 0,
             "alpha": 0 < alpha <= 1,
             "beta": 0 <= beta <= 2,
@@ -147,7 +153,8 @@ class Tracker:
         if bad:
             raise ConfigError(
                 f"tracker settings out of range: {', '.join(bad)}; need 0 < iou_threshold <= 1, "
-                "0 <= low_score <= high_score <= 1, min_hits >= 1, max_age >= 0, max_distance >= 0, "
+                "0 <= low_score <= high_score <= 1, min_hits >= 1, max_age >= 0, max_misses >= 0, "
+                "max_distance >= 0, "
                 "0 < alpha <= 1, 0 <= beta <= 2"
             )
         self.iou_threshold = iou_threshold
@@ -155,6 +162,7 @@ class Tracker:
         self.low_score = low_score
         self.min_hits = min_hits
         self.max_age = max_age
+        self.max_misses = max_misses
         self.max_distance = max_distance
         self.alpha = alpha
         self.beta = beta
@@ -186,7 +194,7 @@ class Tracker:
             )
         self._time = t
         tracks = self._tracks
-        predicted = self._x + self._v * np.maximum(t - self._t, 0.0)[:, None]
+        predicted = self._x + self._v * np.clip(t - self._t, 0.0, self.max_age)[:, None]
         predicted[:, 2:] = np.maximum(predicted[:, 2:], 1.0)
         predicted_boxes = _to_corners(predicted)
         det_boxes = np.array([o.box for o in objects], dtype=np.float64).reshape(-1, 4)
@@ -233,6 +241,7 @@ class Tracker:
             track.score = float(scores[di])
             track.last_seen = t
             track.hits += 1
+            track.misses = 0
             if track.state != CONFIRMED and (track.state == LOST or track.hits >= self.min_hits):
                 track.state = CONFIRMED
             detection_of[track.track_id] = di
@@ -243,8 +252,11 @@ class Tracker:
             if ti in matched_tracks:
                 kept.append(track)
                 rows_kept.append(ti)
-            elif track.state != TENTATIVE and t - track.last_seen <= self.max_age:
+            elif track.state != TENTATIVE and (
+                t - track.last_seen <= self.max_age or track.misses < self.max_misses
+            ):
                 track.state = LOST
+                track.misses += 1
                 x0, y0, x1, y1 = predicted_boxes[ti].tolist()
                 track.box = (x0, y0, x1, y1)
                 kept.append(track)
@@ -400,6 +412,13 @@ class TrackAnnotator:
 
     def __call__(self, outcome: Any, record: dict[str, Any]) -> None:
         self.track(outcome, record)
+
+    def forget(self, source: str | None) -> None:
+        """Forget the tracks of ``source`` (it went down: what comes back is not the same scene)."""
+        with self._lock:
+            tracker = self._trackers.get(source or "")
+            if tracker is not None:
+                tracker.reset()
 
     def track(self, outcome: Any, record: dict[str, Any]) -> list[Track] | None:
         """Update the source's tracker with this result and mark the record's objects; the live tracks, or

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import time
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -13,13 +15,16 @@ from edge.events import (
     END,
     NEW,
     UPDATE,
+    Event,
+    EventAnnotator,
     EventEngine,
+    EventListener,
     EventSettings,
     FrameKeeper,
     render_jpeg,
     tracker_options_for,
 )
-from edge.sources.base import InputItem
+from edge.sources.base import FINISHED, STALLED, STREAMING, InputItem, SourceBoard
 from edge.tasks.detection import DetectedObject
 from edge.tracking import Tracker
 from edge.zones import (
@@ -220,3 +225,97 @@ def test_the_frame_keeper_holds_the_last_frames_of_each_source():
     assert list(keeper.wrap(items)) == items
     assert keeper.get("a", 3) == b"x3" and keeper.get("a", 1) is None and keeper.latest("a") == b"x3"
     assert keeper.sources() == ["a"] and keeper.get("b", 0) is None
+
+
+# ------------------------------------------------------------------------------------------------ annotator
+
+class _Objects(NamedTuple):
+    objects: list[DetectedObject]
+
+
+class _Outcome(NamedTuple):
+    """The fields of ``edge.pipeline.InferenceResult`` an ``EventAnnotator`` reads."""
+
+    result: _Objects
+    source: str
+    frame: int
+    error: None = None
+    image_size: tuple[int, int] = (W, H)
+    model_name: str = "ssd"
+    model_version: int = 1
+
+
+class _Heard(EventListener):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def on_event(self, event: Event) -> None:
+        self.events.append((event.source, event.type))
+
+
+def _frame(annotator: EventAnnotator, source: str, index: int, objects: list[DetectedObject]) -> None:
+    record = {"objects": [{"label": o.label} for o in objects]}
+    annotator(_Outcome(_Objects(objects), source, index), record)  # type: ignore[arg-type]
+
+
+def _annotator(board: SourceBoard | None, min_hits: int = 1) -> tuple[EventAnnotator, _Heard]:
+    annotator = EventAnnotator(EventSettings(update_interval=60), min_hits=min_hits)
+    heard = _Heard()
+    annotator.add_listener(heard)
+    if board is not None:
+        annotator.follow(board)
+    annotator.quiet_after = 0.05  # seconds without a frame before an unfollowed source counts as gone
+    return annotator, heard
+
+
+@pytest.mark.parametrize("followed", [False, True])
+def test_a_still_source_keeps_its_events_while_another_streams(followed: bool) -> None:
+    # The driveway's motion gate holds its frames back while a car stands still; the porch keeps streaming.
+    board = SourceBoard()
+    for name in ("driveway", "porch"):
+        board.add(name, "rtsp", f"rtsp://cam/{name}")
+        board.set_state(name, STREAMING)
+    annotator, heard = _annotator(board if followed else None)
+    for i in range(3):
+        _frame(annotator, "driveway", i, [obj(100)])
+        _frame(annotator, "porch", i, [])
+    assert heard.events == [("driveway", NEW)]
+    time.sleep(0.2)
+    _frame(annotator, "porch", 3, [])
+    # without the board's word the quiet source counts as gone; with it, the car's event stays open
+    assert heard.events == [("driveway", NEW)] + ([] if followed else [("driveway", END)])
+
+
+def test_a_source_that_goes_down_ends_its_events_at_once() -> None:
+    board = SourceBoard()
+    board.add("driveway", "rtsp", "rtsp://cam/driveway")
+    board.set_state("driveway", STREAMING)
+    annotator, heard = _annotator(board)
+    for i in range(3):
+        _frame(annotator, "driveway", i, [obj(100)])
+    board.set_state("driveway", STALLED, "no frame for 10 s")
+    assert heard.events == [("driveway", NEW), ("driveway", END)]
+    _frame(annotator, "driveway", 3, [obj(100)])  # a frame still in the pipeline: no new event from it
+    assert len(heard.events) == 2
+    board.set_state("driveway", STREAMING)
+    board.set_state("driveway", FINISHED)  # a finished source ends as a quiet one, after its last frames
+    for i in range(4, 7):
+        _frame(annotator, "driveway", i, [obj(100)])
+    time.sleep(0.2)
+    _frame(annotator, "porch", 0, [])
+    assert heard.events[2:] == [("driveway", NEW), ("driveway", END)]
+
+
+def test_a_slow_source_is_not_quiet_between_its_frames() -> None:
+    # The driveway sends a frame every 0.1 s (its --fps), the porch one every 0.02 s; with quiet_after at
+    # 0.05 s, four of the driveway's own intervals count, not the floor.
+    annotator, heard = _annotator(None, min_hits=3)
+    for i in range(30):
+        if i % 5 == 0:
+            _frame(annotator, "driveway", i // 5, [obj(100)])
+        _frame(annotator, "porch", i, [])
+        time.sleep(0.02)
+    assert heard.events == [("driveway", NEW)]
+    time.sleep(0.5)
+    _frame(annotator, "porch", 30, [])
+    assert heard.events == [("driveway", NEW), ("driveway", END)]  # now it is gone

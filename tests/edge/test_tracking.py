@@ -101,12 +101,41 @@ def test_min_hits_debounce_drops_a_tentative_track_that_misses_a_frame():
 
 
 def test_max_age_deletes_an_unseen_track():
-    tracker = Tracker(min_hits=1, max_age=0.5)
+    tracker = Tracker(min_hits=1, max_age=0.5, max_misses=0)
     tracker.update([obj(0, 0)], 0.0)
     tracker.update([obj(0, 0)], DT)
     assert [t.state for t in tracker.update([], 0.6)] == ["lost"]  # unseen 0.5 s: kept
     assert tracker.update([], 0.61) == []  # unseen over 0.5 s: deleted
     assert ids(tracker, [obj(0, 0)], 0.7) == [2]  # the same place again is a new track
+
+
+def test_at_high_frame_rates_the_seconds_decide():
+    tracker = Tracker(min_hits=1, max_age=0.5)  # max_misses 3: 3 frames are 0.1 s here
+    for i in range(3):
+        tracker.update([obj(0, 0)], i * 0.033)
+    frames = [tracker.update([], 0.066 + (i + 1) * 0.033) for i in range(20)]
+    alive = [bool(tracks) for tracks in frames]
+    assert alive == [True] * 15 + [False] * 5  # lost until unseen for over 0.5 s (15 frames), then gone
+
+
+def test_a_slow_source_keeps_a_track_through_missed_frames():
+    # One frame every 2 s (edge run --fps 0.5): each miss is already past max_age, the frame count decides.
+    tracker = Tracker(min_hits=3)
+    assert [ids(tracker, [obj(10 * i, 0)], 2.0 * i) for i in range(3)] == [[1], [1], [1]]
+    assert [t.state for t in tracker.update([], 6.0)] == ["lost"]  # one detection missed: not the end
+    assert ids(tracker, [obj(40, 0)], 8.0) == [1]  # found again where it was going: the same track
+    for t in (10.0, 12.0, 14.0):
+        assert [tr.state for tr in tracker.update([], t)] == ["lost"]  # three misses in a row: kept
+    assert tracker.update([], 16.0) == []  # the fourth, 8 s unseen: gone
+
+
+def test_a_long_gap_does_not_throw_the_prediction_away():
+    # A person walking, then still; the motion gate skips the frames of the still scene for a minute. Their
+    # velocity is not extrapolated over the gap (it would put them 3,000 px away): at most max_age of it.
+    tracker = Tracker(min_hits=1)
+    for i in range(5):
+        tracker.update([obj(100 + 5 * i, 100)], i * DT)  # 50 px/s
+    assert ids(tracker, [obj(125, 100)], 60.0) == [1]
 
 
 def test_labels_never_swap():

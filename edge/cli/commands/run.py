@@ -625,6 +625,7 @@ def run(args: argparse.Namespace) -> int:
         from edge.events import EventAnnotator
 
         events = EventAnnotator(settings.events, frames)
+        events.follow(board)  # a source that stalls, goes down or ends ends its events
         events.add_listener(_EventPrinter(settings.json, sinks))
         annotators.append(events)
     elif settings.track:
