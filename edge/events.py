@@ -152,6 +152,8 @@ class EventEngine:
         self.model: tuple[str, int] = ("", 0)
         self.last_frame = time.monotonic()
         self.frames = 0
+        self._media_epoch: float | None = None  # wall time at media time 0 of the current timeline
+        self._media_last = 0.0
         self.frame_interval = 0.0  # a running mean of the time between this source's frames (from the 2nd)
 
     def update(self, tracks: Sequence[Track], width: int, height: int, now: float, frame: Any = None,
@@ -161,11 +163,6 @@ class EventEngine:
         the intervals: a monotonic one, so that a wall clock set by NTP (a Pi has no RTC) neither ends nor
         freezes events; ``now`` only dates them."""
         clock = now if clock is None else clock
-        if self.frames:
-            gap = clock - self.last_frame
-            self.frame_interval = gap if self.frames == 1 else 0.8 * self.frame_interval + 0.2 * gap
-        self.frames += 1
-        self.last_frame = clock
         events: list[Event] = []
         snapshots: list[tuple[Event, Any, tuple[float, float, float, float]]] = []
         object_zones: dict[int, tuple[str, ...]] = {}
@@ -215,6 +212,26 @@ class EventEngine:
             events.append(ended[0])
             snapshots.extend(ended[1])
         return Step(events, snapshots, self._new_counts(), object_zones)
+
+    def times(self, media_time: float | None, mono: float) -> tuple[float, float]:
+        """(wall time, clock) of a frame: for one with a ``media_time`` (a video file), its place on the
+        file's timeline, dated from when that timeline started here (a timeline that starts over is dated
+        anew), so an event lasts as long as in the film however fast the file decodes; else now."""
+        if media_time is None:
+            return time.time(), mono
+        if self._media_epoch is None or media_time < self._media_last:
+            self._media_epoch = time.time() - media_time
+        self._media_last = media_time
+        return self._media_epoch + media_time, media_time
+
+    def note_frame(self, mono: float) -> None:
+        """A frame of this source arrived at ``mono`` (the monotonic clock): when it is quiet is measured
+        from its last frame, against its usual interval between frames."""
+        if self.frames:
+            gap = mono - self.last_frame
+            self.frame_interval = gap if self.frames == 1 else 0.8 * self.frame_interval + 0.2 * gap
+        self.frames += 1
+        self.last_frame = mono
 
     def close(self) -> Step:
         """End every open event (the run stops or the source went quiet)."""
@@ -450,14 +467,16 @@ class EventAnnotator(TrackAnnotator):
         width, height = outcome.image_size
         source = outcome.source or ""
         token = self.frames.get(outcome.source, outcome.frame) if self.frames is not None else None
-        now, clock = time.time(), time.monotonic()
+        mono = time.monotonic()
         with self._engine_lock:
             engine = self._engines.get(source)
             if engine is None:
                 engine = self._engines[source] = EventEngine(source, self.settings)
             engine.model = (outcome.model_name, outcome.model_version)
+            engine.note_frame(mono)
+            now, clock = engine.times(getattr(outcome, "media_time", None), mono)
             steps = [(source, engine.update(tracks, width, height, now, token, clock))]
-            steps += self._expire(clock)
+            steps += self._expire(mono)
         if steps[0][1].object_zones:
             for index, item in enumerate(record.get("objects", ())):
                 zones = steps[0][1].object_zones.get(index)

@@ -90,6 +90,7 @@ class InferenceResult:
     source: str | None = None  # the name of the source it came from (edge run), else None
     frame: int | None = None  # its index within that source
     captured_at: float | None = None  # wall-clock Unix time of capture
+    media_time: float | None = None  # seconds on the source's own timeline (a video file's), if it has one
 
     @property
     def ok(self) -> bool:
@@ -107,6 +108,8 @@ class InferenceResult:
             record["source"] = self.source
             record["frame"] = self.frame
             record["captured_at"] = None if self.captured_at is None else round(self.captured_at, 3)
+            if self.media_time is not None:
+                record["media_time"] = round(self.media_time, 3)
         if self.result is not None:
             record.update(self.result.to_json())
         if self.image_size is not None:
@@ -133,7 +136,7 @@ class _Prepared:
 
     __slots__ = (
         "name", "item", "model", "tensor", "geometry", "image_size", "decode_ms", "preprocess_ms", "error",
-        "source", "frame", "captured_at", "captured_mono",
+        "source", "frame", "captured_at", "captured_mono", "media_time",
     )
 
     def __init__(self, name: str, item: Any, model: Model) -> None:
@@ -147,6 +150,7 @@ class _Prepared:
         self.frame: int | None = None
         self.captured_at: float | None = None
         self.captured_mono: float | None = None
+        self.media_time: float | None = None
 
 
 def input_name(item: Any) -> str:
@@ -387,6 +391,7 @@ class Pipeline:
         if isinstance(item, InputItem):
             prepared.source, prepared.frame = item.source, item.frame
             prepared.captured_at, prepared.captured_mono = item.captured_at, item.captured_mono
+            prepared.media_time = item.media_time
             if item.error is not None:
                 prepared.error = item.error
                 return prepared
@@ -485,6 +490,7 @@ class Pipeline:
             source=prepared.source,
             frame=prepared.frame,
             captured_at=prepared.captured_at,
+            media_time=prepared.media_time,
         )
         self._stats.record((decode_ms, preprocess_ms, invoke_ms, post_ms, total_ms), error is not None)
         shadow = self.shadow

@@ -176,6 +176,11 @@ class Tracker:
         self._next_id = 1
         self._time: float | None = None
 
+    @property
+    def last_time(self) -> float | None:
+        """The timestamp of the last update (None before the first, or after ``reset``)."""
+        return self._time
+
     def reset(self) -> None:
         """Forget every track (ids keep increasing), e.g. after a source restarts its clock."""
         self._tracks = []
@@ -390,6 +395,12 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
+def frame_time(outcome: Any) -> float:
+    """The time a result's frame is tracked at: its ``media_time``, else the monotonic clock now."""
+    media_time = getattr(outcome, "media_time", None)
+    return time.monotonic() if media_time is None else float(media_time)
+
+
 def _to_corners(xywh: np.ndarray) -> np.ndarray:
     half = xywh[:, 2:] / 2
     return np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], axis=1)
@@ -399,9 +410,11 @@ class TrackAnnotator:
     """A pipeline annotator (``Pipeline(annotators=[TrackAnnotator()])``, ``edge run --track``): one
     ``Tracker`` per source, and ``track_id`` on each detected object of the record that a track holds.
 
-    Frames are timed by the monotonic clock when their result is made (a wall clock can step back); results of
-    one source arrive in order, so its tracker sees its frames in time order. Thread-safe (per-source
-    pipelines annotate from their own threads).
+    Frames are timed by their ``media_time`` when they have one (a video file's timestamps, so a file decoded
+    faster than it plays tracks as it was filmed; a timeline that starts over, a file played again, starts
+    new tracks), else by the monotonic clock when their result is made (a wall clock can step back).
+    Results of one source arrive in order, so its tracker sees its frames in time order. Thread-safe
+    (per-source pipelines annotate from their own threads).
     """
 
     def __init__(self, **options: Any) -> None:
@@ -430,7 +443,10 @@ class TrackAnnotator:
             tracker = self._trackers.get(outcome.source or "")
             if tracker is None:
                 tracker = self._trackers[outcome.source or ""] = Tracker(**self.options)
-            tracks = tracker.update(objects, time.monotonic())
+            t = frame_time(outcome)
+            if tracker.last_time is not None and t < tracker.last_time:
+                tracker.reset()  # the source's timeline started over
+            tracks = tracker.update(objects, t)
         for item, track_id in zip(record["objects"], track_ids(tracks, len(objects)), strict=True):
             if track_id is not None:
                 item["track_id"] = track_id

@@ -54,7 +54,9 @@ class InputItem(NamedTuple):
 
     ``source`` names the source it came from, ``frame`` is its index within that source (from 0),
     ``captured_at`` the wall-clock Unix time it was captured and ``captured_mono`` the same moment on
-    ``time.perf_counter`` (for the capture-to-result latency).
+    ``time.perf_counter`` (for the capture-to-result latency). ``media_time`` is its time in seconds on the
+    source's own timeline when it has one that should time tracks and events (a video file's frame
+    timestamps, which pass faster than the clock unless the file is played with ``--realtime``).
     """
 
     name: str
@@ -64,6 +66,7 @@ class InputItem(NamedTuple):
     frame: int | None = None
     captured_at: float | None = None
     captured_mono: float | None = None
+    media_time: float | None = None
 
 
 def is_frame(payload: object) -> bool:

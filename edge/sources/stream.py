@@ -185,7 +185,8 @@ def read_frames(context: SourceContext, target: str, options: StreamOptions, kin
                     context.set_state(STREAMING)
                 if pace is not None and pace.wait(frame.time):
                     return delivered
-                context.emit(InputItem("", AvFrame(frame, scalers, full)))
+                media_time = frame.time if kind == "video" else None  # a camera's timeline is the clock
+                context.emit(InputItem("", AvFrame(frame, scalers, full), media_time=media_time))
     except av.ExitError as exc:
         raise SourceStalled(f"no data from {shown} for {options.stall_timeout:g} s") from exc
     except (av.FFmpegError, OSError) as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.assets import Assets
@@ -58,19 +59,23 @@ def edge_run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[st
                           text=True, timeout=timeout)
 
 
+@pytest.mark.parametrize("pace", [("--realtime",), ()], ids=["realtime", "as-fast-as-it-decodes"])
 def test_a_real_detector_on_a_real_sequence_gives_one_event_per_passage(
-    third_party_yolo: ThirdPartyYolo, tmp_path: Path  # noqa: F811
+    third_party_yolo: ThirdPartyYolo, tmp_path: Path, pace: tuple[str, ...]  # noqa: F811
 ) -> None:
+    # Played at its own pace or decoded as fast as it goes, a video file is tracked on its own timeline
+    # (its frames' timestamps): the same events, lasting as long as in the film.
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(third_party_yolo.labels) + "\n")
     clip = passing_astronaut(tmp_path / "pass.mp4")
-    done = edge_run(str(third_party_yolo.model), str(clip), "--realtime", "--labels", str(labels),
+    done = edge_run(str(third_party_yolo.model), str(clip), *pace, "--labels", str(labels),
                     "--source-name", "porch", "--events", "--zone", "porch/right=0.5,0,1,0,1,1,0.5,1",
                     "--event-label", "FACE_FEMALE", "--threshold", "0.3", "--json")
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     events = [r for r in lines if r.get("kind") == "event"]
     records = [r for r in lines if r.get("kind") is None]
+    assert [r["media_time"] for r in records[:3]] == [0.0, 0.1, 0.2]  # seconds into the file
     assert [(e["type"], e["label"]) for e in events if e["type"] != "update"] == [
         ("new", "FACE_FEMALE"), ("end", "FACE_FEMALE"), ("new", "FACE_FEMALE"), ("end", "FACE_FEMALE")]
     ids = list(dict.fromkeys(e["event_id"] for e in events))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 import pytest
 
 from edge.errors import ConfigError, InputError
 from edge.tasks.detection import DetectedObject
-from edge.tracking import Track, Tracker, track_ids
+from edge.tracking import Track, TrackAnnotator, Tracker, track_ids
 
 DT = 0.1
 
@@ -257,3 +259,30 @@ def test_ssd_model_square_moving_across_quadrants_keeps_one_track(assets):
     assert centres[::4] == [(0, 0), (1, 0), (1, 1), (0, 1)]  # it did visit every quadrant
     assert frame_ids == [[1]] * 16
     assert states[:3] == ["tentative", "tentative", "confirmed"] and set(states[2:]) == {"confirmed"}
+
+
+class _Frame(NamedTuple):
+    """The fields of ``edge.pipeline.InferenceResult`` a ``TrackAnnotator`` reads."""
+
+    result: Any
+    media_time: float | None
+    source: str = "clip"
+    error: None = None
+
+
+class _Objects(NamedTuple):
+    objects: list[DetectedObject]
+
+
+def _annotate(annotator: TrackAnnotator, x: float, media_time: float | None) -> int | None:
+    record: dict[str, Any] = {"objects": [{}]}
+    annotator(_Frame(_Objects([obj(x, 0)]), media_time), record)  # type: ignore[arg-type]
+    return record["objects"][0].get("track_id")  # type: ignore[no-any-return]
+
+
+def test_a_video_file_is_tracked_on_its_own_timeline() -> None:
+    # Decoded in microseconds, 25 fps in the file: velocities per second of film, a replay starts over.
+    annotator = TrackAnnotator(min_hits=1)
+    assert {_annotate(annotator, 10.0 * i, i / 25) for i in range(10)} == {1}
+    assert annotator._trackers["clip"].tracks[0].velocity == pytest.approx((250.0, 0.0))
+    assert _annotate(annotator, 0.0, 0.0) == 2  # the timeline went back: new tracks, no error
