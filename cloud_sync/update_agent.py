@@ -46,6 +46,12 @@ from edge.store import ModelStore, Staging, StoreEntry
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
+# After each (re)connect the broker hands over the retained offers at once; an offer the device is still
+# working on (a transfer, a held offer, a shadow stage) that has not come back within this many seconds was
+# withdrawn while the device was away, which it cannot otherwise learn (no empty message reached it).
+OFFER_RECHECK_S = 10.0
+# states that only a live offer keeps going
+_OFFER_STATES = ("downloading", "verifying", "validating", "held", "shadowing")
 
 
 class Transport(Protocol):
@@ -132,6 +138,7 @@ class UpdateAgent:
         retry_seconds: float = 3.0,
         shadow: Any = None,
         approve: bool = False,
+        recheck_seconds: float = OFFER_RECHECK_S,
     ) -> None:
         self.transport = transport
         self.store = store
@@ -156,6 +163,9 @@ class UpdateAgent:
         self._transfer: _Transfer | None = None
         self._health_sha = ""
         self._events: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
+        self._recheck_at: float | None = None  # when the offers seen since the last connect are judged
+        self._offers_seen: set[str] = set()  # sha256 of the offers delivered since the last connect
+        self.recheck_seconds = recheck_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="update-agent", daemon=True)
 
@@ -176,6 +186,8 @@ class UpdateAgent:
         add_listener = getattr(self.transport, "add_connect_listener", None)
         if add_listener is not None:
             add_listener(lambda: self._events.put(("reconnect", None, None)))
+        if getattr(self.transport, "connected", False):  # connected already: the offers come on subscribing
+            self._open_recheck()
         self._thread.start()
         return self
 
@@ -236,6 +248,7 @@ class UpdateAgent:
                 elif kind == "shadow_done":
                     self._handle_shadow_done(a, b)
                 self._retry_if_stalled()
+                self._recheck_offers()
                 self._pick_next()
             except Exception:  # the agent must outlive any one bad message or update
                 log.exception("update agent: unexpected error handling %s", kind)
@@ -278,6 +291,7 @@ class UpdateAgent:
             )
             return
         self._offers[topic] = offer
+        self._offers_seen.add(offer.sha256)
         self._consider(offer, topic)
 
     def _outcome(self, sha256: str) -> dict[str, Any] | None:
@@ -706,7 +720,40 @@ class UpdateAgent:
         self.store.check_version(manifest)
         return manifest, kid
 
+    def _open_recheck(self) -> None:
+        self._offers_seen.clear()
+        self._recheck_at = time.monotonic() + self.recheck_seconds
+
+    def _recheck_offers(self) -> None:
+        """Once the offers of the last connect are in: whatever this device is still doing for an offer
+        that did not come back was withdrawn while it was away (the empty retained message that says so
+        reached it only if it was connected). It is stopped as if the withdrawal had arrived."""
+        if self._recheck_at is None or time.monotonic() < self._recheck_at:
+            return
+        self._recheck_at = None
+        seen = self._offers_seen
+        for topic, offer in list(self._offers.items()):
+            if offer.sha256 not in seen:
+                self._offers.pop(topic)
+        transfer, held, shadowing = self._transfer, self._held, self._shadowing
+        if transfer is not None and transfer.offer.sha256 not in seen:
+            # the staged chunks stay: a publisher that comes back late (a broker that lost its retained
+            # messages) offers the same package again, and the transfer resumes from them
+            log.info("%s v%d is no longer offered; stopping the transfer", transfer.offer.name,
+                     transfer.offer.version)
+            self._transfer = None
+            self._publish(replace(self.status, state="idle", progress=0.0, reason="offer withdrawn"))
+        elif held is not None and held[0].sha256 not in seen:
+            self._withdraw(held[0])
+        elif shadowing is not None and shadowing.offer.sha256 not in seen:
+            self._withdraw(shadowing.offer)
+        elif transfer is None and held is None and shadowing is None and self.status.state in _OFFER_STATES:
+            # a state saved before a restart (e.g. "held") whose offer did not come back
+            base = self._base_status()
+            self._publish(replace(base, reason="offer withdrawn"), healthy=base.healthy)
+
     def _handle_reconnect(self) -> None:
+        self._open_recheck()
         # The broker may have lost our retained status (SIGKILL) and our requests in flight.
         self.transport.publish(
             status_topic(self.prefix, self.device_id), self.status.to_bytes(), qos=1, retain=True
@@ -802,20 +849,21 @@ class UpdateAgent:
                 return
             except PayloadError:
                 pass
-        state = "active" if active else "idle"
-        self._publish(
-            Status(
-                device=self.device_id,
-                state=state,
-                name=active["name"] if active else "",
-                version=active["version"] if active else 0,
-                progress=1.0 if active else 0.0,
-                active=active,
-                healthy=True if active else None,
-                groups=self.groups,
-            ),
-            persist=False,
+        base = self._base_status()
+        self._publish(base, persist=False, healthy=base.healthy)
+
+    def _base_status(self) -> Status:
+        """The status of a device doing nothing for an offer: its active model (healthy), else idle."""
+        active = _entry_json(self.store.active())
+        return Status(
+            device=self.device_id,
+            state="active" if active else "idle",
+            name=active["name"] if active else "",
+            version=active["version"] if active else 0,
+            progress=1.0 if active else 0.0,
+            active=active,
             healthy=True if active else None,
+            groups=self.groups,
         )
 
 

@@ -1,0 +1,108 @@
+"""An offer withdrawn while the device was away (offline, or restarting): the empty retained message that
+withdraws it never reaches the device, so after each connect the agent checks that what it is working on is
+still offered. Real mosquitto, a fault proxy for the device's link, the real agent and store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cloud_sync.update_agent import UpdateAgent
+from tests.assets import Assets
+from tests.broker import Broker
+from tests.cloud_sync.helpers import wait_for
+from tests.cloud_sync.update_support import Device, make_keys, publishing, start_device, watching
+from tests.edge.update_packages import make_package
+from tests.faultproxy import ProxyFactory, fault_proxy  # noqa: F401 (the fixture)
+
+RECHECK = 1.0
+
+
+def held_device(url: str, state: Path, pub: Path) -> Device:
+    """A device that holds offers for approval and checks its offers 1 s after each connect."""
+    return start_device(url, state, "porch", [pub], approve=True, recheck_seconds=RECHECK)
+
+
+def test_a_held_offer_withdrawn_during_a_restart_is_no_longer_held(
+    assets: Assets, mosquitto: Broker, tmp_path: Path
+) -> None:
+    keys = make_keys(tmp_path / "keys")
+    package = keys.sign(make_package(assets.model("digits_int8"), 2))
+    state = tmp_path / "state"
+    with watching(mosquitto.url) as statuses, publishing(mosquitto.url, package) as publisher:
+        device = held_device(mosquitto.url, state, keys.pub)
+        try:
+            publisher.offer_devices(["porch"])
+            wait_for(lambda: device.agent.status.state == "held", what="offer held for approval")
+        finally:
+            device.close()
+        publisher.withdraw(["porch"])  # while the device is down: it never sees the empty message
+        time.sleep(0.5)
+        device = held_device(mosquitto.url, state, keys.pub)
+        try:
+            assert device.agent.status.state == "held"  # what it had saved, until the offers are in
+            wait_for(lambda: device.agent.status.state == "idle", timeout=10, what="held status dropped")
+            assert device.agent.status.reason == "offer withdrawn"
+            wait_for(lambda: statuses.last("porch").state == "idle", what="idle published")  # type: ignore[union-attr]
+            assert device.activator.activated == []
+        finally:
+            device.close()
+
+
+def test_an_offer_still_there_after_a_restart_stays_held_and_installs(
+    assets: Assets, mosquitto: Broker, tmp_path: Path
+) -> None:
+    keys = make_keys(tmp_path / "keys")
+    package = keys.sign(make_package(assets.model("digits_int8"), 2))
+    state = tmp_path / "state"
+    with publishing(mosquitto.url, package) as publisher:
+        device = held_device(mosquitto.url, state, keys.pub)
+        try:
+            publisher.offer_devices(["porch"])
+            wait_for(lambda: device.agent.status.state == "held", what="offer held for approval")
+        finally:
+            device.close()
+        device = held_device(mosquitto.url, state, keys.pub)
+        try:
+            time.sleep(RECHECK + 1.0)  # past the check: the retained offer came back, so it is held again
+            assert device.agent.status.state == "held" and device.agent._held is not None
+            device.connection.publish("edge/porch/model/install", b"{}", qos=1)
+            assert publisher.wait(["porch"], time.monotonic() + 60), publisher.rollout.devices["porch"]
+            assert [entry.version for entry in device.activator.activated] == [2]
+        finally:
+            device.close()
+
+
+def test_a_transfer_whose_offer_is_withdrawn_while_offline_stops_and_resumes_if_offered_again(
+    assets: Assets, mosquitto: Broker, fault_proxy: ProxyFactory, tmp_path: Path  # noqa: F811
+) -> None:
+    proxy = fault_proxy(mosquitto)
+    proxy.set_bandwidth(20_000)  # slow enough to go away mid-transfer
+    keys = make_keys(tmp_path / "keys")
+    package = keys.sign(make_package(assets.model("digits_float32"), 3))
+    state = tmp_path / "state"
+    device: Device | None = None
+    with publishing(mosquitto.url, package, chunk_size=1024) as publisher:
+        try:
+            device = start_device(proxy.url, state, "porch", [keys.pub], recheck_seconds=RECHECK)
+            agent: UpdateAgent = device.agent
+            publisher.offer_devices(["porch"])
+            wait_for(lambda: agent.chunks_received >= 20, timeout=60, what="the transfer under way")
+            proxy.refuse(True)
+            proxy.cut_all("rst")  # the device is offline...
+            publisher.withdraw(["porch"])  # ...when the offer is withdrawn
+            time.sleep(0.5)
+            proxy.refuse(False)
+            wait_for(lambda: agent.status.state == "idle", timeout=30, what="transfer stopped")
+            assert agent.status.reason == "offer withdrawn" and agent._transfer is None
+            staged = {p.name for p in (state / "models" / "staging").glob("*/*.chunk")}
+            assert len(staged) >= 20  # what was verified is kept
+            received = agent.chunks_received
+            proxy.set_bandwidth(None)
+            publisher.offer_devices(["porch"])  # offered again: it resumes from the staged chunks
+            assert publisher.wait(["porch"], time.monotonic() + 60), publisher.rollout.devices["porch"]
+            assert agent.chunks_received - received <= publisher.offer.chunks - len(staged) + 16
+            assert [entry.version for entry in device.activator.activated] == [3]
+        finally:
+            if device is not None:
+                device.close()
