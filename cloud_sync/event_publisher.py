@@ -56,21 +56,24 @@ class EventPublisher(EventListener):
         self._publish(topic, jpeg)
         return topic
 
+    # Both publish under the lock (paho only queues the message): a republish after a reconnect that read a
+    # payload before a newer one was published must not send the older one after it, which the broker would
+    # then keep as the retained state.
+
     def _publish(self, topic: str, payload: bytes) -> None:
+        connection = self.sync.connection
         with self._lock:
             self._state[topic] = payload
-        connection = self.sync.connection
-        if connection.connected:
-            connection.publish(topic, payload, 1, True)
+            if connection.connected:
+                connection.publish(topic, payload, 1, True)
 
     def _republish(self) -> None:
         with self._lock:
-            state = list(self._state.items())
-        for topic, payload in state:
-            try:
-                self.sync.connection.publish(topic, payload, 1, True)
-            except Exception as exc:  # the next connect tries again
-                log.debug("republishing %s failed: %s", topic, exc)
+            for topic, payload in self._state.items():
+                try:
+                    self.sync.connection.publish(topic, payload, 1, True)
+                except Exception as exc:  # the next connect tries again
+                    log.debug("republishing %s failed: %s", topic, exc)
 
 
 def build_event(event: dict[str, Any], *, device: str, stream: str, seq: int) -> dict[str, Any]:
