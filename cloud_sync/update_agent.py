@@ -164,6 +164,8 @@ class UpdateAgent:
         self._health_sha = ""
         self._events: queue.Queue[tuple[str, Any, Any]] = queue.Queue()
         self._recheck_at: float | None = None  # when the offers seen since the last connect are judged
+        self._recheck_window = 0  # which connect's window a queued "recheck" belongs to
+        self._recheck_marker: Any = None  # the Delivery of the status sent after the connect's subscriptions
         self._offers_seen: set[str] = set()  # sha256 of the offers delivered since the last connect
         self.recheck_seconds = recheck_seconds
         self._stop = threading.Event()
@@ -175,6 +177,11 @@ class UpdateAgent:
         self._publish_initial_status()
         self._resume_shadow()
         self._resume_health()
+        # The listener first: on a connection that is up already it queues "reconnect" at once, ahead of the
+        # retained offers that the subscriptions below bring (the recheck window must open before they come).
+        add_listener = getattr(self.transport, "add_connect_listener", None)
+        if add_listener is not None:
+            add_listener(lambda: self._events.put(("reconnect", None, None)))
         self.transport.subscribe(f"{self.prefix}/{self.device_id}/model/chunk/#", self._on_chunk)
         for group in self.groups:
             self.transport.subscribe(f"{self.prefix}/group/{group}/model/chunk/#", self._on_chunk)
@@ -183,11 +190,6 @@ class UpdateAgent:
         if self.approve:
             self.transport.subscribe(install_topic(self.prefix, self.device_id),
                                      lambda m: self._events.put(("install", None, bytes(m.payload))))
-        add_listener = getattr(self.transport, "add_connect_listener", None)
-        if add_listener is not None:
-            add_listener(lambda: self._events.put(("reconnect", None, None)))
-        if getattr(self.transport, "connected", False):  # connected already: the offers come on subscribing
-            self._open_recheck()
         self._thread.start()
         return self
 
@@ -247,8 +249,10 @@ class UpdateAgent:
                     self._handle_shadow_progress(a, b)
                 elif kind == "shadow_done":
                     self._handle_shadow_done(a, b)
+                elif kind == "recheck" and a == self._recheck_window:
+                    self._recheck_offers()
                 self._retry_if_stalled()
-                self._recheck_offers()
+                self._recheck_due()
                 self._pick_next()
             except Exception:  # the agent must outlive any one bad message or update
                 log.exception("update agent: unexpected error handling %s", kind)
@@ -722,15 +726,29 @@ class UpdateAgent:
 
     def _open_recheck(self) -> None:
         self._offers_seen.clear()
+        self._recheck_window += 1
         self._recheck_at = time.monotonic() + self.recheck_seconds
+
+    def _recheck_due(self) -> None:
+        """At the window's end, queue the judgement behind every message already queued (an offer
+        delivered in time but still waiting behind chunks counts). Only once the broker acknowledged the
+        status sent after the connect's subscriptions: it sends the retained offers before that
+        acknowledgement, so a link that stalled or dropped before they came judges nothing (the next connect
+        opens a new window)."""
+        if self._recheck_at is None or time.monotonic() < self._recheck_at:
+            return
+        marker = self._recheck_marker
+        if not getattr(self.transport, "connected", True) or not getattr(marker, "acknowledged", True):
+            return  # asked again at the next tick, until a reconnect opens a new window
+        self._recheck_at = None
+        self._events.put(("recheck", self._recheck_window, None))
 
     def _recheck_offers(self) -> None:
         """Once the offers of the last connect are in: whatever this device is still doing for an offer
         that did not come back was withdrawn while it was away (the empty retained message that says so
         reached it only if it was connected). It is stopped as if the withdrawal had arrived."""
-        if self._recheck_at is None or time.monotonic() < self._recheck_at:
+        if not getattr(self.transport, "connected", True):
             return
-        self._recheck_at = None
         seen = self._offers_seen
         for topic, offer in list(self._offers.items()):
             if offer.sha256 not in seen:
@@ -743,11 +761,11 @@ class UpdateAgent:
                      transfer.offer.version)
             self._transfer = None
             self._publish(replace(self.status, state="idle", progress=0.0, reason="offer withdrawn"))
-        elif held is not None and held[0].sha256 not in seen:
+        if held is not None and held[0].sha256 not in seen:
             self._withdraw(held[0])
-        elif shadowing is not None and shadowing.offer.sha256 not in seen:
+        if shadowing is not None and shadowing.offer.sha256 not in seen:
             self._withdraw(shadowing.offer)
-        elif transfer is None and held is None and shadowing is None and self.status.state in _OFFER_STATES:
+        if transfer is None and held is None and shadowing is None and self.status.state in _OFFER_STATES:
             # a state saved before a restart (e.g. "held") whose offer did not come back
             base = self._base_status()
             self._publish(replace(base, reason="offer withdrawn"), healthy=base.healthy)
@@ -755,7 +773,7 @@ class UpdateAgent:
     def _handle_reconnect(self) -> None:
         self._open_recheck()
         # The broker may have lost our retained status (SIGKILL) and our requests in flight.
-        self.transport.publish(
+        self._recheck_marker = self.transport.publish(
             status_topic(self.prefix, self.device_id), self.status.to_bytes(), qos=1, retain=True
         )
         if self._transfer is not None:

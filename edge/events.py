@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from edge.sources.base import DOWN, FINISHED, STALLED
-from edge.tracking import CONFIRMED, Track, TrackAnnotator
+from edge.tracking import CONFIRMED, RESTART_S, Track, TrackAnnotator
 from edge.zones import ObjectFilter, Zone, inside_many, zone_names
 
 log = logging.getLogger(__name__)
@@ -218,9 +218,13 @@ class EventEngine:
         file's timeline, dated from when that timeline started here (a timeline that starts over is dated
         anew), so an event lasts as long as in the film however fast the file decodes; else now."""
         if media_time is None:
+            if self._media_epoch is not None:  # a frame without a timestamp in a file: the last one's
+                return self._media_epoch + self._media_last, self._media_last
             return time.time(), mono
-        if self._media_epoch is None or media_time < self._media_last:
+        if self._media_epoch is None or media_time < self._media_last - RESTART_S:
             self._media_epoch = time.time() - media_time
+        elif media_time < self._media_last:  # jitter: held at the last time
+            media_time = self._media_last
         self._media_last = media_time
         return self._media_epoch + media_time, media_time
 
@@ -433,12 +437,14 @@ class EventAnnotator(TrackAnnotator):
         self._engine_lock = threading.Lock()
         self.quiet_after = max(2.0, float(tracker_options.get("max_age", 1.0)) * 2)
         self._followed: set[str] = set()  # sources whose state a SourceBoard reports (see follow)
+        self._generations: dict[str, int] = {}  # per source, counts the times it went down
 
     def follow(self, board: Any) -> None:
         """End a live source's events when ``board`` (an ``edge.sources.SourceBoard``) says it stalled or
         went down, and not merely because it is quiet: the motion gate or ``--fps`` may hold its frames back
-        for as long as the scene is still. A finished source (a video file's end) is ended as a quiet one,
-        once its last frames, still in the pipeline, have been annotated."""
+        for as long as the scene is still. A finished source (a video file's end) is ended as a quiet one
+        once its last frames, still in the pipeline, have been annotated and another source's frame comes
+        (alone, its events end when the run stops)."""
         board.subscribe(self._on_source_state)
 
     def _on_source_state(self, state: Any) -> None:
@@ -447,7 +453,10 @@ class EventAnnotator(TrackAnnotator):
             return
         self._followed.add(state.name)
         if state.state in (STALLED, DOWN):
-            # its tracks go too, so frames still in the pipeline start over instead of reopening events
+            # its tracks go too, so frames still in the pipeline start over instead of reopening events;
+            # a frame whose tracks were taken before this (its generation is older) is not counted
+            with self._engine_lock:
+                self._generations[state.name] = self._generations.get(state.name, 0) + 1
             self.forget(state.name)
             with self._engine_lock:
                 engine = self._engines.get(state.name)
@@ -461,14 +470,17 @@ class EventAnnotator(TrackAnnotator):
         return zone_names(self.settings.zones, source)
 
     def __call__(self, outcome: Any, record: dict[str, Any]) -> None:
+        source = outcome.source or ""
+        generation = self._generations.get(source, 0)
         tracks = self.track(outcome, record)
         if tracks is None or outcome.image_size is None:
             return
         width, height = outcome.image_size
-        source = outcome.source or ""
         token = self.frames.get(outcome.source, outcome.frame) if self.frames is not None else None
         mono = time.monotonic()
         with self._engine_lock:
+            if self._generations.get(source, 0) != generation:
+                return  # its source went down while its tracks were made: they are gone
             engine = self._engines.get(source)
             if engine is None:
                 engine = self._engines[source] = EventEngine(source, self.settings)

@@ -43,6 +43,9 @@ from edge.errors import ConfigError, InputError
 Box = tuple[float, float, float, float]
 State = Literal["tentative", "confirmed", "lost"]
 
+# a media time (a video file's) going back by more than this many seconds is its timeline starting over
+RESTART_S = 1.0
+
 TENTATIVE: State = "tentative"
 CONFIRMED: State = "confirmed"
 LOST: State = "lost"
@@ -395,12 +398,6 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
-def frame_time(outcome: Any) -> float:
-    """The time a result's frame is tracked at: its ``media_time``, else the monotonic clock now."""
-    media_time = getattr(outcome, "media_time", None)
-    return time.monotonic() if media_time is None else float(media_time)
-
-
 def _to_corners(xywh: np.ndarray) -> np.ndarray:
     half = xywh[:, 2:] / 2
     return np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], axis=1)
@@ -421,10 +418,33 @@ class TrackAnnotator:
         Tracker(**options)  # the settings are checked now, not at the first detection
         self.options = options
         self._trackers: dict[str, Tracker] = {}
+        self._media_sources: set[str] = set()  # sources whose frames carry media times
         self._lock = threading.Lock()
 
     def __call__(self, outcome: Any, record: dict[str, Any]) -> None:
         self.track(outcome, record)
+
+    def _time_of(self, outcome: Any, tracker: Tracker) -> float:
+        """The frame's time for its source's tracker: its media time (a frame without one in a source that
+        has them keeps the last), else the monotonic clock. A media time going back by more than
+        ``RESTART_S`` is a timeline starting over (a file played again): the tracker starts over too; less
+        than that is timestamp jitter and is held at the last time."""
+        media_time = getattr(outcome, "media_time", None)
+        last = tracker.last_time
+        source = outcome.source or ""
+        if media_time is None:
+            if source in self._media_sources and last is not None:
+                return last
+            return time.monotonic()
+        t = float(media_time)
+        if source not in self._media_sources:
+            self._media_sources.add(source)
+            tracker.reset()  # from the clock to the file's timeline
+        elif last is not None and t < last:
+            if last - t <= RESTART_S:
+                return last
+            tracker.reset()
+        return t
 
     def forget(self, source: str | None) -> None:
         """Forget the tracks of ``source`` (it went down: what comes back is not the same scene)."""
@@ -443,10 +463,7 @@ class TrackAnnotator:
             tracker = self._trackers.get(outcome.source or "")
             if tracker is None:
                 tracker = self._trackers[outcome.source or ""] = Tracker(**self.options)
-            t = frame_time(outcome)
-            if tracker.last_time is not None and t < tracker.last_time:
-                tracker.reset()  # the source's timeline started over
-            tracks = tracker.update(objects, t)
+            tracks = tracker.update(objects, self._time_of(outcome, tracker))
         for item, track_id in zip(record["objects"], track_ids(tracks, len(objects)), strict=True):
             if track_id is not None:
                 item["track_id"] = track_id

@@ -6,12 +6,24 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+from cloud_sync.connection import Message
+from cloud_sync.publisher import make_offer
 from cloud_sync.update_agent import UpdateAgent
+from edge.signing import TrustStore
+from edge.store import ModelStore
 from tests.assets import Assets
 from tests.broker import Broker
 from tests.cloud_sync.helpers import wait_for
-from tests.cloud_sync.update_support import Device, make_keys, publishing, start_device, watching
+from tests.cloud_sync.update_support import (
+    Device,
+    PackageActivator,
+    make_keys,
+    publishing,
+    start_device,
+    watching,
+)
 from tests.edge.update_packages import make_package
 from tests.faultproxy import ProxyFactory, fault_proxy  # noqa: F401 (the fixture)
 
@@ -106,3 +118,68 @@ def test_a_transfer_whose_offer_is_withdrawn_while_offline_stops_and_resumes_if_
         finally:
             if device is not None:
                 device.close()
+
+
+class _Marker:
+    acknowledged = False
+
+
+class _Link:
+    """A transport the test drives: subscriptions, connects and the acknowledgement of what is published."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+        self.listeners: list[Any] = []
+        self.markers: list[_Marker] = []
+        self.connected = True
+
+    def subscribe(self, topic_filter: str, handler: Any, qos: int = 1) -> None:
+        self.handlers[topic_filter] = handler
+
+    def add_connect_listener(self, callback: Any) -> None:
+        self.listeners.append(callback)
+        callback()  # connected already, as MqttConnection does
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> _Marker:
+        marker = _Marker()
+        self.markers.append(marker)
+        return marker
+
+    def acknowledge(self) -> None:
+        for marker in self.markers:
+            marker.acknowledged = True
+
+    def reconnect(self) -> None:
+        for callback in self.listeners:
+            callback()
+
+    def offer(self, payload: bytes) -> None:
+        self.handlers["edge/porch/model/offer"](Message("edge/porch/model/offer", payload, True))
+
+
+def test_the_recheck_waits_for_the_broker_to_have_sent_the_retained_offers(
+    assets: Assets, tmp_path: Path
+) -> None:
+    # A link that stalls right after the connect (no FIN: the connection still looks up) has not delivered
+    # the retained offers yet: nothing may be judged withdrawn until the broker acknowledged what was sent
+    # after the subscriptions, which it does after sending them.
+    keys = make_keys(tmp_path / "keys")
+    offer = make_offer(keys.sign(make_package(assets.model("digits_int8"), 2))).to_bytes()
+    link = _Link()
+    activator: Any = PackageActivator()
+    agent = UpdateAgent(link, ModelStore(tmp_path / "state"), TrustStore.from_files([keys.pub]), activator,
+                        "porch", approve=True, recheck_seconds=0.2).start()
+    try:
+        link.offer(offer)
+        wait_for(lambda: agent.status.state == "held", timeout=5, what="held")
+        link.acknowledge()
+        time.sleep(0.8)
+        assert agent.status.state == "held"  # re-delivered after the first connect: still offered
+        link.reconnect()  # and the link stalls: the offer does not come, the marker is not acknowledged
+        time.sleep(0.8)
+        assert agent.status.state == "held"
+        link.acknowledge()  # the broker got through: no offer came before it
+        wait_for(lambda: agent.status.state == "idle", timeout=5, what="withdrawn")
+        assert agent.status.reason == "offer withdrawn"
+    finally:
+        agent.close()

@@ -283,6 +283,8 @@ def _annotate(annotator: TrackAnnotator, x: float, media_time: float | None) -> 
 def test_a_video_file_is_tracked_on_its_own_timeline() -> None:
     # Decoded in microseconds, 25 fps in the file: velocities per second of film, a replay starts over.
     annotator = TrackAnnotator(min_hits=1)
-    assert {_annotate(annotator, 10.0 * i, i / 25) for i in range(10)} == {1}
-    assert annotator._trackers["clip"].tracks[0].velocity == pytest.approx((250.0, 0.0))
-    assert _annotate(annotator, 0.0, 0.0) == 2  # the timeline went back: new tracks, no error
+    assert {_annotate(annotator, 2.0 * i, i / 25) for i in range(50)} == {1}  # 2 s of film
+    assert annotator._trackers["clip"].tracks[0].velocity == pytest.approx((50.0, 0.0))
+    assert _annotate(annotator, 100.0, 1.95) == 1  # a timestamp 10 ms back (jitter): held, same track
+    assert _annotate(annotator, 101.0, None) == 1  # a frame without a timestamp keeps the file's time
+    assert _annotate(annotator, 0.0, 0.0) == 2  # the timeline went back 2 s: played again, new tracks
