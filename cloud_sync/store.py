@@ -85,9 +85,7 @@ CREATE TABLE IF NOT EXISTS updates (
 CREATE INDEX IF NOT EXISTS updates_device_ts ON updates(device_id, ts);
 """
 # SQLite has no ADD COLUMN IF NOT EXISTS: _migrate_sqlite checks the columns first.
-SQLITE_MIGRATION = """
-ALTER TABLE results ADD COLUMN kind TEXT NOT NULL DEFAULT 'result';
-"""
+SQLITE_MIGRATION = "ALTER TABLE results ADD COLUMN kind TEXT NOT NULL DEFAULT 'result'"
 SQLITE_INDEXES = "CREATE INDEX IF NOT EXISTS results_device_ts ON results(device_id, ts);"
 SNAPSHOT_LABELS = 64  # per device and source: a device naming labels without end cannot fill the table
 
@@ -393,9 +391,17 @@ class SqliteStore(_SqlStore):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(SQLITE_SCHEMA)
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
-            if "kind" not in columns:
-                conn.executescript(SQLITE_MIGRATION)
+            # check and add in one write transaction: two collectors opening an old store at once would
+            # both see the column missing, and the second ALTER fail with "duplicate column name"
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+                if "kind" not in columns:
+                    conn.execute(SQLITE_MIGRATION)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             conn.executescript(SQLITE_INDEXES)
         except BaseException:
             conn.close()

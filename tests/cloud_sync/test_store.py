@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ from cloud_sync.store import StoreError, _SqlStore, missing_seqs, open_store
 from tests.broker import Broker
 from tests.cloud_sync.fakes import record
 from tests.cloud_sync.helpers import device, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -134,6 +137,40 @@ def test_an_old_sqlite_store_gains_the_kind_column(tmp_path: Path) -> None:
     again = open_store(str(path))  # opening it again migrates nothing twice
     assert again.count() == 3
     again.close()
+
+
+OPEN_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from cloud_sync.store import open_store
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.0005)
+open_store(sys.argv[1]).close()
+"""
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["new", "old"])
+def test_collectors_opening_one_store_at_once_all_open_it(tmp_path: Path, old: bool) -> None:
+    # `edge collect` processes on one --db, started together: each checks for the kind column and adds it
+    # when missing; the second ALTER failed with "duplicate column name" when both saw it missing.
+    import sqlite3
+    import subprocess
+    import sys
+
+    for attempt in range(3):  # the window is narrow: a few rounds of 6 processes released at once
+        path, go = tmp_path / f"fleet{attempt}.sqlite", tmp_path / f"go{attempt}"
+        if old:
+            with sqlite3.connect(path) as conn:
+                conn.executescript(OLD_SCHEMA)
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(path), str(go)], cwd=ROOT,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        time.sleep(1.0)  # every process imported and is waiting
+        go.touch()
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errors
+        with sqlite3.connect(path) as conn:
+            assert "kind" in {row[1] for row in conn.execute("PRAGMA table_info(results)")}
 
 
 def test_an_old_postgres_store_gains_the_kind_column(pg_url: str) -> None:
