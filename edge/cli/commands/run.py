@@ -638,6 +638,7 @@ def run(args: argparse.Namespace) -> int:
                  decode_workers=settings.decode_workers)
         for each, mux in zip(models, muxes, strict=True)
     ]
+    del model, models  # the pipelines own them now: a hot swap must be able to free the first model
     pipeline: Any = pipelines[0]
     if per_source:
         from edge.pipelines import PipelineGroup
@@ -659,7 +660,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline.add_sink(latency)
         metrics.collector.attach(pipeline, board, latency, getattr(session, "outbox", None),
                                  getattr(session, "updates", None))
-    sdnotify.notify(f"STATUS=serving {model.name} v{model.version}")
+    sdnotify.notify(f"STATUS=serving {pipeline.model.name} v{pipeline.model.version}")
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def on_term(signum: int, frame: Any) -> None:
