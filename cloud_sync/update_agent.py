@@ -166,6 +166,8 @@ class UpdateAgent:
         self._recheck_at: float | None = None  # when the offers seen since the last connect are judged
         self._recheck_window = 0  # which connect's window a queued "recheck" belongs to
         self._recheck_marker: Any = None  # the Delivery of the status sent after the connect's subscriptions
+        self._window_open = False  # a connect's offers are not all in yet
+        self._promotion: tuple[str, dict[str, Any]] | None = None  # a passed shadow stage waiting for them
         self._offers_seen: set[str] = set()  # sha256 of the offers delivered since the last connect
         self.recheck_seconds = recheck_seconds
         self._stop = threading.Event()
@@ -637,6 +639,16 @@ class UpdateAgent:
         shadowing = self._shadowing
         if shadowing is None or shadowing.offer.sha256 != sha:
             return
+        if figures.get("passed") and self._window_open:
+            # a stage that passed right after a (re)connect, before that connect's offers are all in (a
+            # restart resumes one near its end): promoted once they show the offer was not withdrawn
+            stop = getattr(self.activator, "stop_shadow", None)
+            if stop is not None:
+                stop()
+            self._promotion = (sha, figures)
+            log.info("%s v%d passed its shadow stage; promoted once the offers are in",
+                     shadowing.offer.name, shadowing.offer.version)
+            return
         self._stop_shadow()
         offer, entry = shadowing.offer, shadowing.entry
         shown = {k: v for k, v in figures.items() if k != "state"}
@@ -725,6 +737,7 @@ class UpdateAgent:
         return manifest, kid
 
     def _open_recheck(self) -> None:
+        self._window_open = True
         self._offers_seen.clear()
         self._recheck_window += 1
         self._recheck_at = time.monotonic() + self.recheck_seconds
@@ -749,6 +762,7 @@ class UpdateAgent:
         reached it only if it was connected). It is stopped as if the withdrawal had arrived."""
         if not getattr(self.transport, "connected", True):
             return
+        self._window_open = False
         seen = self._offers_seen
         for topic, offer in list(self._offers.items()):
             if offer.sha256 not in seen:
@@ -769,6 +783,9 @@ class UpdateAgent:
             # a state saved before a restart (e.g. "held") whose offer did not come back
             base = self._base_status()
             self._publish(replace(base, reason="offer withdrawn"), healthy=base.healthy)
+        promotion, self._promotion = self._promotion, None
+        if promotion is not None:  # still offered (else the stage was withdrawn above and this is a no-op)
+            self._handle_shadow_done(*promotion)
 
     def _handle_reconnect(self) -> None:
         self._open_recheck()

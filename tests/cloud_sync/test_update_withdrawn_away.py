@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cloud_sync.connection import Message
 from cloud_sync.publisher import make_offer
 from cloud_sync.update_agent import UpdateAgent
+from cloud_sync.update_protocol import chunk_topic
 from edge.signing import TrustStore
 from edge.store import ModelStore
 from tests.assets import Assets
@@ -181,5 +184,63 @@ def test_the_recheck_waits_for_the_broker_to_have_sent_the_retained_offers(
         link.acknowledge()  # the broker got through: no offer came before it
         wait_for(lambda: agent.status.state == "idle", timeout=5, what="withdrawn")
         assert agent.status.reason == "offer withdrawn"
+    finally:
+        agent.close()
+
+
+class _ShadowingActivator(PackageActivator):
+    """Validates and activates like ``PackageActivator``; its shadow stage ends when the test says."""
+
+    @property
+    def can_shadow(self) -> bool:  # once a model serves to compare with (v1, activated first)
+        return bool(self.activated)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_done: Any = None
+
+    def shadow(self, candidate: Any, policy: Any, on_done: Any, on_progress: Any, resume: Any = None) -> dict:
+        self.on_done = on_done
+        return {"samples": 0, "progress": 0.0, "state": "running"}
+
+    def stop_shadow(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("offered_again", [True, False], ids=["still-offered", "withdrawn-meanwhile"])
+def test_a_stage_that_passes_right_after_a_connect_waits_for_the_offers(
+    assets: Assets, tmp_path: Path, offered_again: bool
+) -> None:
+    from edge.shadow import ShadowPolicy
+
+    keys = make_keys(tmp_path / "keys")
+    first, package = (keys.sign(make_package(assets.model("digits_int8"), v)) for v in (1, 2))
+    offer = make_offer(package)
+    link = _Link()
+    activator: Any = _ShadowingActivator()
+    agent = UpdateAgent(link, ModelStore(tmp_path / "state"), TrustStore.from_files([keys.pub]), activator,
+                        "porch", shadow=ShadowPolicy(samples=10), recheck_seconds=0.3).start()
+    chunk = link.handlers["edge/porch/model/chunk/#"]
+    try:
+        for each in (first, package):  # v1 serves (a stage needs a model to compare with), v2 is shadowed
+            link.offer(make_offer(each).to_bytes())
+            chunk(Message(chunk_topic("edge", "porch", make_offer(each).sha256, 0), each))
+            time.sleep(0.3)
+        wait_for(lambda: agent.status.state == "shadowing", timeout=10, what="shadow stage")
+        assert [e.version for e in activator.activated] == [1]
+        link.acknowledge()
+        time.sleep(0.8)  # the first connect's offers are in
+        link.reconnect()  # a reconnect (or a restart that resumed the stage near its end)...
+        activator.on_done({"passed": True, "samples": 10, "agreement": 1.0})  # ...and it passes at once
+        time.sleep(0.8)
+        assert len(activator.activated) == 1 and agent.status.state == "shadowing"  # not before the offers
+        if offered_again:
+            link.offer(offer.to_bytes())
+        link.acknowledge()
+        if offered_again:
+            wait_for(lambda: [e.version for e in activator.activated] == [1, 2], timeout=5, what="promoted")
+        else:
+            wait_for(lambda: agent.status.state == "idle", timeout=5, what="withdrawn")
+            assert len(activator.activated) == 1 and agent.status.reason == "offer withdrawn"
     finally:
         agent.close()
