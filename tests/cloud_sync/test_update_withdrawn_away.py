@@ -38,6 +38,16 @@ def held_device(url: str, state: Path, pub: Path) -> Device:
     return start_device(url, state, "porch", [pub], approve=True, recheck_seconds=RECHECK)
 
 
+def hold_then_stop(url: str, state: Path, pub: Path, publisher: Any) -> None:
+    """The device holds the publisher's offer for approval, then stops (a restart's first half)."""
+    device = held_device(url, state, pub)
+    try:
+        publisher.offer_devices(["porch"])
+        wait_for(lambda: device.agent.status.state == "held", what="offer held for approval")
+    finally:
+        device.close()
+
+
 def test_a_held_offer_withdrawn_during_a_restart_is_no_longer_held(
     assets: Assets, mosquitto: Broker, tmp_path: Path
 ) -> None:
@@ -45,12 +55,7 @@ def test_a_held_offer_withdrawn_during_a_restart_is_no_longer_held(
     package = keys.sign(make_package(assets.model("digits_int8"), 2))
     state = tmp_path / "state"
     with watching(mosquitto.url) as statuses, publishing(mosquitto.url, package) as publisher:
-        device = held_device(mosquitto.url, state, keys.pub)
-        try:
-            publisher.offer_devices(["porch"])
-            wait_for(lambda: device.agent.status.state == "held", what="offer held for approval")
-        finally:
-            device.close()
+        hold_then_stop(mosquitto.url, state, keys.pub, publisher)
         publisher.withdraw(["porch"])  # while the device is down: it never sees the empty message
         time.sleep(0.5)
         device = held_device(mosquitto.url, state, keys.pub)
@@ -71,12 +76,7 @@ def test_an_offer_still_there_after_a_restart_stays_held_and_installs(
     package = keys.sign(make_package(assets.model("digits_int8"), 2))
     state = tmp_path / "state"
     with publishing(mosquitto.url, package) as publisher:
-        device = held_device(mosquitto.url, state, keys.pub)
-        try:
-            publisher.offer_devices(["porch"])
-            wait_for(lambda: device.agent.status.state == "held", what="offer held for approval")
-        finally:
-            device.close()
+        hold_then_stop(mosquitto.url, state, keys.pub, publisher)
         device = held_device(mosquitto.url, state, keys.pub)
         try:
             time.sleep(RECHECK + 1.0)  # past the check: the retained offer came back, so it is held again
