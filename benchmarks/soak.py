@@ -207,9 +207,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
               ("latency_p50_ms", "latency p50 (ms)"))
     figure, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(8, 8))
     for axis, (key, label) in zip(axes, panels, strict=True):
-        axis.plot(minutes, [s[key] if s[key] is not None else float("nan") for s in samples], lw=1.2)
+        values = [s[key] if s[key] is not None else float("nan") for s in samples]
+        axis.plot(minutes, values, lw=1.2)
         axis.set_ylabel(label)
-        axis.set_ylim(bottom=0)  # from zero: a flat line looks flat, a 2 % drift is not blown up
+        top = max((v for v in values if v == v), default=1.0)  # v == v: not NaN
+        axis.set_ylim(0, top * 1.15 or 1.0)  # from zero: a flat line looks flat, a 2 % drift is not blown up
         axis.grid(alpha=0.3)
         for t_s, what in result["marks"]:
             axis.axvline(t_s / 60, color="tab:red" if what == "push" else "tab:gray",
