@@ -265,11 +265,8 @@ class UpdateAgent:
         if not payload:
             withdrawn = self._offers.pop(topic, None)
             if self._transfer is not None and self._transfer.source == topic:
-                log.info("offer on %s withdrawn; stopping the transfer", topic)
-                self._transfer.staging.discard()
-                self._transfer = None
-                self._publish(replace(self.status, state="idle", progress=0.0, reason="offer withdrawn"))
-            elif withdrawn is not None:
+                withdrawn = self._transfer.offer
+            if withdrawn is not None:
                 self._withdraw(withdrawn)
             return
         try:
@@ -328,9 +325,7 @@ class UpdateAgent:
                 return  # considered once the shadow stage has decided (``_pick_next``)
             log.info("%s v%d supersedes v%d in its shadow stage", offer.name, offer.version,
                      shadowing.offer.version)
-            self._stop_shadow()
-            with contextlib.suppress(OSError):
-                self.store.discard(shadowing.entry)
+            self._drop_shadow(shadowing)
             self.store.record_outcome(shadowing.offer.sha256, "rejected", shadowing.offer.name,
                                       shadowing.offer.version, f"superseded by v{offer.version}",
                                       shadowing.offer.published_at)
@@ -547,14 +542,19 @@ class UpdateAgent:
             on_healthy=lambda: self._events.put(("healthy", sha, None)),
         )
 
-    def _withdraw(self, offer: Offer) -> None:
-        """An offer withdrawn while held for approval or in its shadow stage: it goes no further."""
-        shadowing, held = self._shadowing, self._held
-        if shadowing is not None and shadowing.offer.sha256 == offer.sha256:
+    def _withdraw(self, offer: Offer, keep_chunks: bool = False) -> None:
+        """An offer withdrawn while downloading, held for approval or in its shadow stage: it goes no
+        further. ``keep_chunks``: a transfer's verified chunks stay staged (the withdrawal was inferred, the
+        same package may be offered again)."""
+        transfer, shadowing, held = self._transfer, self._shadowing, self._held
+        if transfer is not None and transfer.offer.sha256 == offer.sha256:
+            log.info("%s v%d withdrawn; stopping the transfer", offer.name, offer.version)
+            if not keep_chunks:
+                transfer.staging.discard()
+            self._transfer = None
+        elif shadowing is not None and shadowing.offer.sha256 == offer.sha256:
             log.info("%s v%d withdrawn during its shadow stage; stopped", offer.name, offer.version)
-            self._stop_shadow()
-            with contextlib.suppress(OSError):
-                self.store.discard(shadowing.entry)
+            self._drop_shadow(shadowing)
         elif held is not None and held[0].sha256 == offer.sha256:
             log.info("%s v%d withdrawn while held for approval", offer.name, offer.version)
             self._held = None
@@ -664,6 +664,12 @@ class UpdateAgent:
         self._reject(offer, f"shadow stage failed: {figures.get('reason') or 'not enough samples'}",
                      shadow=shown)
 
+    def _drop_shadow(self, shadowing: _Shadowing) -> None:
+        """End a stage that will not promote and remove its installed candidate."""
+        self._stop_shadow()
+        with contextlib.suppress(OSError):
+            self.store.discard(shadowing.entry)
+
     def _stop_shadow(self) -> None:
         self._shadowing = None
         stop = getattr(self.activator, "stop_shadow", None)
@@ -768,17 +774,13 @@ class UpdateAgent:
             if offer.sha256 not in seen:
                 self._offers.pop(topic)
         transfer, held, shadowing = self._transfer, self._held, self._shadowing
-        if transfer is not None and transfer.offer.sha256 not in seen:
-            # the staged chunks stay: a publisher that comes back late (a broker that lost its retained
-            # messages) offers the same package again, and the transfer resumes from them
-            log.info("%s v%d is no longer offered; stopping the transfer", transfer.offer.name,
-                     transfer.offer.version)
-            self._transfer = None
-            self._publish(replace(self.status, state="idle", progress=0.0, reason="offer withdrawn"))
-        if held is not None and held[0].sha256 not in seen:
-            self._withdraw(held[0])
-        if shadowing is not None and shadowing.offer.sha256 not in seen:
-            self._withdraw(shadowing.offer)
+        working = [transfer.offer if transfer else None, held[0] if held else None,
+                   shadowing.offer if shadowing else None]
+        for pending in working:
+            if pending is not None and pending.sha256 not in seen:
+                # a transfer's chunks stay: a publisher that comes back late (a broker that lost its
+                # retained messages) offers the same package again, and the transfer resumes from them
+                self._withdraw(pending, keep_chunks=True)
         if transfer is None and held is None and shadowing is None and self.status.state in _OFFER_STATES:
             # a state saved before a restart (e.g. "held") whose offer did not come back
             base = self._base_status()

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from edge.sources.base import DOWN, FINISHED, STALLED
-from edge.tracking import CONFIRMED, RESTART_S, Track, TrackAnnotator
+from edge.tracking import CONFIRMED, Track, TrackAnnotator
 from edge.zones import ObjectFilter, Zone, inside_many, zone_names
 
 log = logging.getLogger(__name__)
@@ -214,17 +214,14 @@ class EventEngine:
         return Step(events, snapshots, self._new_counts(), object_zones)
 
     def times(self, media_time: float | None, mono: float) -> tuple[float, float]:
-        """(wall time, clock) of a frame: for one with a ``media_time`` (a video file), its place on the
-        file's timeline, dated from when that timeline started here (a timeline that starts over is dated
-        anew), so an event lasts as long as in the film however fast the file decodes; else now."""
+        """(wall time, clock) of a frame: for one on a file's timeline (``media_time``, as the tracker
+        took it: jitter held, so a step back is the file played again), its place on that timeline, dated
+        from when it started here, so an event lasts as long as in the film however fast the file decodes;
+        else now."""
         if media_time is None:
-            if self._media_epoch is not None:  # a frame without a timestamp in a file: the last one's
-                return self._media_epoch + self._media_last, self._media_last
             return time.time(), mono
-        if self._media_epoch is None or media_time < self._media_last - RESTART_S:
+        if self._media_epoch is None or media_time < self._media_last:
             self._media_epoch = time.time() - media_time
-        elif media_time < self._media_last:  # jitter: held at the last time
-            media_time = self._media_last
         self._media_last = media_time
         return self._media_epoch + media_time, media_time
 
@@ -477,7 +474,7 @@ class EventAnnotator(TrackAnnotator):
             return
         width, height = outcome.image_size
         token = self.frames.get(outcome.source, outcome.frame) if self.frames is not None else None
-        mono = time.monotonic()
+        mono, media_time = time.monotonic(), self.timeline(source)
         with self._engine_lock:
             if self._generations.get(source, 0) != generation:
                 return  # its source went down while its tracks were made: they are gone
@@ -486,7 +483,7 @@ class EventAnnotator(TrackAnnotator):
                 engine = self._engines[source] = EventEngine(source, self.settings)
             engine.model = (outcome.model_name, outcome.model_version)
             engine.note_frame(mono)
-            now, clock = engine.times(getattr(outcome, "media_time", None), mono)
+            now, clock = engine.times(media_time, mono)
             steps = [(source, engine.update(tracks, width, height, now, token, clock))]
             steps += self._expire(mono)
         if steps[0][1].object_zones:

@@ -446,6 +446,14 @@ class TrackAnnotator:
             tracker.reset()
         return t
 
+    def timeline(self, source: str | None) -> float | None:
+        """The media time the source's last frame was tracked at (jitter held, as ``_time_of`` keeps it),
+        or None for a source on the clock."""
+        source = source or ""
+        with self._lock:
+            tracker = self._trackers.get(source)
+            return tracker.last_time if tracker is not None and source in self._media_sources else None
+
     def forget(self, source: str | None) -> None:
         """Forget the tracks of ``source`` (it went down: what comes back is not the same scene)."""
         with self._lock:
